@@ -1,0 +1,221 @@
+"""Typed configuration: YAML files merged left to right, then dotted overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DedupConfig(_Section):
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word shingles")
+    num_perm: int = 128
+    shingle_size: int = 3
+
+
+class SplitConfig(_Section):
+    validation: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+    seed: int = 42
+    group_by: str | None = None
+    files: dict[Literal["train", "validation", "test"], str] | None = None
+
+
+class DataConfig(_Section):
+    name: str = "sample"
+    path: str | list[str] = "data/sample/articles.jsonl"
+    format: Literal["auto", "jsonl", "csv", "parquet", "folder"] = "auto"
+    text_fields: list[str] = ["title", "text"]
+    label_field: str = "label"
+    id_field: str = "id"
+    extra_fields: list[str] = ["labels", "source"]
+    on_bad_rows: Literal["error", "skip"] = "error"
+    min_per_class: int = 3
+    dedup: DedupConfig = DedupConfig()
+    split: SplitConfig = SplitConfig()
+    processed_dir: str = "data/processed"
+
+
+class TextConfig(_Section):
+    remove_diacritics: bool = True
+    remove_tatweel: bool = True
+    normalize_alef: bool = False
+    normalize_alef_maqsura: bool = False
+    normalize_ta_marbuta: bool = False
+    normalize_digits: bool = True
+    remove_urls: bool = True
+    remove_emails: bool = True
+    collapse_punctuation: bool = True
+    normalize_whitespace: bool = True
+    strip_boilerplate: bool = True
+    boilerplate_patterns: list[str] = []
+    repeated_line_min_docs: int = Field(5, ge=2, description="a line in this many documents is chrome")
+
+
+class LabelsConfig(_Section):
+    file: str = "configs/labels.yaml"
+    map: dict[str, str] = {}
+
+
+class ModelConfig(_Section):
+    name_or_path: str = "aubmindlab/bert-base-arabertv02"
+    max_length: int = Field(256, ge=8)
+    long_text: Literal["head", "head_tail", "chunks"] = "head_tail"
+    head_fraction: float = Field(0.5, gt=0, le=1, description="share of head_tail budget given to the head")
+    chunk_stride: int = Field(64, ge=0)
+    max_chunks: int = Field(8, ge=1)
+    pooling: Literal["cls", "mean"] = "cls"
+
+
+class TrainConfig(_Section):
+    epochs: float = 3.0
+    learning_rate: float = 5e-5
+    head_learning_rate: float | None = None
+    layerwise_lr_decay: float = Field(1.0, gt=0, le=1)
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    class_weights: Literal["auto", "sqrt", "none"] | dict[str, float] = "auto"
+    early_stopping_patience: int | None = 2
+    seed: int = 42
+    resume: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    logging_steps: int = 10
+    max_steps: int = -1
+    calibrate: bool = True
+    threads: int | None = None
+
+
+class TrackingConfig(_Section):
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+    registered_model: str | None = None
+    run_name: str | None = None
+
+
+class PredictConfig(_Section):
+    batch_size: int = 32
+    threshold: float = Field(0.5, ge=0, le=1)
+    top_k: int | None = None
+    window: int = Field(512, ge=1, description="rows sorted by length together")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None
+    min_arabic_share: float = Field(0.5, ge=0, le=1)
+    max_chars: int = 200_000
+
+
+class Config(_Section):
+    name: str = "run"
+    output_dir: str = "models"
+    data: DataConfig = DataConfig()
+    text: TextConfig = TextConfig()
+    labels: LabelsConfig = LabelsConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    predict: PredictConfig = PredictConfig()
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Return base with update merged in; nested dicts merge, everything else replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML mapping; the only YAML reader of the project."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config must be a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn `a.b.c=value` into {'a': {'b': {'c': value}}}, the value parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def _format_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'"
+    return f"config key '{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def build_config(raw: dict[str, Any]) -> Config:
+    """Validate a merged mapping into a Config, with a one-line error naming the key."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+
+
+def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge YAML files left to right, then dotted overrides, into a validated Config."""
+    raw: dict[str, Any] = {}
+    for path in files or []:
+        raw = deep_merge(raw, read_yaml(path))
+    for item in overrides or []:
+        raw = deep_merge(raw, parse_override(item))
+    return build_config(raw)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, the form saved with every model and run."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+
+
+def flatten(cfg: Config) -> dict[str, str]:
+    """Flat `section.key` params for tracking; lists and dicts become short strings."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and prefix.count(".") < 2:
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            out[prefix] = str(value)
+
+    walk("", cfg.model_dump(mode="json"))
+    return out

@@ -1,0 +1,92 @@
+"""The label set: ids in fixed order, Arabic names, definitions, and source-label mapping."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.config import LabelsConfig, read_yaml
+from pipeline.errors import ConfigError, ModelError
+
+LABELS_FILE = "labels.json"
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Label ids in model order, with Arabic names, definitions and a source-label mapping."""
+
+    ids: tuple[str, ...]
+    ar: dict[str, str] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    mapping: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            raise ConfigError("label set is empty")
+        dupes = sorted({i for i in self.ids if self.ids.count(i) > 1})
+        if dupes:
+            raise ConfigError(f"label set repeats {', '.join(dupes)}")
+        bad = {src: dst for src, dst in self.mapping.items() if dst not in self.ids}
+        if bad:
+            src, dst = next(iter(bad.items()))
+            raise ConfigError(f"labels.map: '{src}' maps to '{dst}', which is not in the label set")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Index to label id, as transformers' config wants it."""
+        return dict(enumerate(self.ids))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        """Label id to index."""
+        return {name: i for i, name in enumerate(self.ids)}
+
+    def resolve(self, source_label: str) -> str | None:
+        """Map a corpus label through `labels.map`; None when it is not in the set."""
+        label = self.mapping.get(source_label, source_label)
+        return label if label in self.ids else None
+
+    def to_dict(self) -> dict:
+        """Plain dict for labels.json."""
+        data = asdict(self)
+        data["ids"] = list(self.ids)
+        return data
+
+    def save(self, directory: str | Path) -> Path:
+        """Write labels.json into a model directory."""
+        path = Path(directory) / LABELS_FILE
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LabelMap:
+        """Read labels.json from a model directory."""
+        path = Path(directory) / LABELS_FILE
+        if not path.is_file():
+            raise ModelError(f"{directory}: no {LABELS_FILE}; not a model directory written by this pipeline")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(ids=tuple(data["ids"]), ar=data.get("ar", {}),
+                       descriptions=data.get("descriptions", {}), mapping=data.get("mapping", {}))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: unreadable label map ({exc})") from None
+
+
+def load_labels(cfg: LabelsConfig) -> LabelMap:
+    """Build the LabelMap from the labels YAML file and the configured mapping."""
+    raw = read_yaml(cfg.file).get("labels")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{cfg.file}: expected a non-empty 'labels' list")
+    ids, ar, desc = [], {}, {}
+    for i, entry in enumerate(raw, 1):
+        entry = {"id": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not entry.get("id"):
+            raise ConfigError(f"{cfg.file}: label {i} has no 'id'")
+        ids.append(str(entry["id"]))
+        ar[entry["id"]] = entry.get("ar", "")
+        desc[entry["id"]] = entry.get("description", "")
+    return LabelMap(ids=tuple(ids), ar=ar, descriptions=desc, mapping=dict(cfg.map))

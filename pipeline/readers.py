@@ -1,0 +1,190 @@
+"""Streaming row readers for JSONL, CSV, Parquet and folders of text files (`.gz` and stdin too).
+
+Readers never stop on a bad row: they yield it with an error code and the
+caller decides (raise, skip, or write an error row). Line numbers are 1-based.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from pipeline.errors import DataError
+
+FORMATS = ("jsonl", "csv", "parquet", "folder")
+_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
+             ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass
+class RawRow:
+    """One input row, or the reason it could not be read."""
+
+    source: str
+    line: int
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    detail: str = ""
+
+    @property
+    def where(self) -> str:
+        """`file:line` for messages."""
+        return f"{self.source}:{self.line}" if self.line else self.source
+
+
+def detect_format(path: str | Path, fmt: str = "auto") -> str:
+    """The reader for a path: explicit `fmt`, a directory, or the extension (before `.gz`)."""
+    if fmt != "auto":
+        return fmt
+    if str(path) == "-":
+        return "jsonl"
+    p = Path(path)
+    if p.is_dir():
+        return "folder"
+    suffixes = [s.lower() for s in p.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    if suffixes and suffixes[-1] in _SUFFIXES:
+        return _SUFFIXES[suffixes[-1]]
+    raise DataError(f"{path}: cannot tell the format from the extension; use .jsonl, .csv, .parquet or a folder")
+
+
+def _open_binary(path: str | Path) -> IO[bytes]:
+    if str(path) == "-":
+        return sys.stdin.buffer
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        return gzip.open(p, "rb") if p.suffix.lower() == ".gz" else open(p, "rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def iter_rows(path: str | Path, fmt: str = "auto", start_line: int = 0) -> Iterator[RawRow]:
+    """Yield every row of a file or folder, skipping rows up to `start_line`."""
+    kind = detect_format(path, fmt)
+    reader = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet, "folder": _iter_folder}[kind]
+    try:
+        for row in reader(path):
+            if row.line > start_line:
+                yield row
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _iter_jsonl(path: str | Path) -> Iterator[RawRow]:
+    name = str(path)
+    with _open_binary(path) as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield RawRow(name, number, error="invalid_utf8", detail=f"byte {exc.start} is not UTF-8")
+                continue
+            except json.JSONDecodeError as exc:
+                yield RawRow(name, number, error="invalid_json", detail=exc.msg)
+                continue
+            if not isinstance(data, dict):
+                yield RawRow(name, number, error="invalid_json", detail="line is not a JSON object")
+                continue
+            yield RawRow(name, number, data)
+
+
+def _has_bad_bytes(value: object) -> bool:
+    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _iter_csv(path: str | Path) -> Iterator[RawRow]:
+    name = str(path)
+    csv.field_size_limit(sys.maxsize)  # long articles exceed csv's 128 kB default
+    delimiter = "\t" if ".tsv" in [s.lower() for s in Path(name).suffixes] else ","
+    with _open_binary(path) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.DictReader(text, delimiter=delimiter)
+        try:
+            for data in reader:
+                if any(_has_bad_bytes(v) for v in data.values()):
+                    yield RawRow(name, reader.line_num, error="invalid_utf8", detail="row is not UTF-8")
+                    continue
+                extra = data.pop(None, None)
+                if extra:
+                    yield RawRow(name, reader.line_num, error="invalid_csv", detail="more fields than the header")
+                    continue
+                yield RawRow(name, reader.line_num, dict(data))
+        except csv.Error as exc:
+            raise DataError(f"{name}:{reader.line_num}: invalid CSV ({exc})") from None
+
+
+def _iter_parquet(path: str | Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq  # heavy; only for Parquet input
+
+    name = str(path)
+    try:
+        pfile = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{name}: not a readable Parquet file ({exc})") from None
+    number = 0
+    for batch in pfile.iter_batches(batch_size=1024):
+        for data in batch.to_pylist():
+            number += 1
+            yield RawRow(name, number, data)
+
+
+def _iter_folder(path: str | Path) -> Iterator[RawRow]:
+    """Files under a folder; a file's parent folder name is its label in folder-per-label trees."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".json"))
+    for number, file in enumerate(files, 1):
+        rel = file.relative_to(root)
+        try:
+            content = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield RawRow(str(file), number, error="invalid_utf8", detail=f"byte {exc.start} is not UTF-8")
+            continue
+        if file.suffix.lower() == ".json":
+            try:
+                data = json.loads(content)
+            except json.JSONDecodeError as exc:
+                yield RawRow(str(file), number, error="invalid_json", detail=exc.msg)
+                continue
+            if not isinstance(data, dict):
+                yield RawRow(str(file), number, error="invalid_json", detail="file is not a JSON object")
+                continue
+        else:
+            data = {"text": content}
+        data.setdefault("id", rel.with_suffix("").as_posix())
+        if len(rel.parts) > 1:
+            data.setdefault("label", rel.parts[0])
+        yield RawRow(str(file), number, data)
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as JSONL (UTF-8, Arabic kept readable), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file written by this pipeline; any bad row is an error."""
+    rows = []
+    for row in iter_rows(path, "jsonl"):
+        if row.error:
+            raise DataError(f"{row.where}: {row.error} ({row.detail})")
+        rows.append(row.data)
+    return rows
