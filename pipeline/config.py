@@ -98,6 +98,16 @@ class TrainConfig(_Section):
     threads: int | None = None
 
 
+class BaselineConfig(_Section):
+    classifier: Literal["logreg", "linear_svc"] = "logreg"
+    C: list[float] = Field([0.5, 2.0, 8.0, 32.0], min_length=1, description="grid, picked on validation macro-F1")
+    char_ngrams: tuple[int, int] = (2, 5)
+    word_ngrams: tuple[int, int] = (1, 2)
+    max_features: int = 300_000
+    min_df: int = 2
+    class_weight: Literal["balanced", "none"] = "balanced"
+
+
 class TrackingConfig(_Section):
     enabled: bool = True
     uri: str | None = None
@@ -125,6 +135,7 @@ class Config(_Section):
     labels: LabelsConfig = LabelsConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    baseline: BaselineConfig = BaselineConfig()
     tracking: TrackingConfig = TrackingConfig()
     predict: PredictConfig = PredictConfig()
 

@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the project root
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -35,7 +35,7 @@ COMMON = ("في من على إلى أن قال اليوم أمس العاصمة 
 LABELS = list(LABEL_WORDS)
 
 
-def make_corpus(per_label: int = 12, seed: int = 0, words: int = 30) -> list[dict]:
+def make_corpus(per_label: int = 20, seed: int = 0, words: int = 30) -> list[dict]:
     """A deterministic, separable corpus of short Arabic pseudo-articles."""
     rng = random.Random(seed)
     rows = []
@@ -56,7 +56,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus() -> list[dict]:
-    """The fixture corpus (7 labels x 12 rows)."""
+    """The fixture corpus (7 labels x 20 rows)."""
     return make_corpus()
 
 
@@ -66,12 +66,17 @@ def corpus_file(tmp_path: Path, corpus: list[dict]) -> Path:
     return write_jsonl(tmp_path / "corpus.jsonl", corpus)
 
 
+def base_overrides(root: Path, corpus_path: Path) -> list[str]:
+    """Overrides that point a config at a corpus file and keep every output under `root`."""
+    return [f"data.path={corpus_path}", f"data.processed_dir={root / 'processed'}", "data.name=fixture",
+            f"output_dir={root / 'models'}", f"labels.file={ROOT / 'configs/labels.yaml'}",
+            "tracking.enabled=false", "data.split.validation=0.15", "data.split.test=0.15"]
+
+
 @pytest.fixture
 def overrides(tmp_path: Path, corpus_file: Path) -> list[str]:
-    """Overrides that point a config at the fixture corpus and keep every output in tmp_path."""
-    return [f"data.path={corpus_file}", f"data.processed_dir={tmp_path / 'processed'}", "data.name=fixture",
-            f"output_dir={tmp_path / 'models'}", f"labels.file={ROOT / 'configs/labels.yaml'}",
-            "tracking.enabled=false", "data.split.validation=0.15", "data.split.test=0.15"]
+    """Base overrides for the fixture corpus in tmp_path."""
+    return base_overrides(tmp_path, corpus_file)
 
 
 @pytest.fixture
@@ -80,3 +85,55 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+def build_tiny_bert(directory: Path, texts: list[str]) -> Path:
+    """A tiny BERT (hidden 32, 2 layers) with a WordPiece vocabulary learnt from `texts`, saved like a hub model."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast, set_seed
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                  sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    set_seed(0)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, corpus: list[dict]) -> Path:
+    """The tiny BERT directory, built once per session from the fixture corpus."""
+    texts = [f"{r['title']}\n{r['text']}" for r in corpus]
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
+
+
+TINY_TRAIN = ["model.max_length=64", "model.pooling=mean", "train.epochs=20", "train.learning_rate=3e-3",
+              "train.batch_size=8", "train.warmup_ratio=0.0", "train.early_stopping_patience=null", "name=tiny"]
+
+
+def tiny_train_overrides(root: Path, corpus_path: Path, model_dir: Path) -> list[str]:
+    """Overrides for a fast, learnable tiny-BERT run with every output under `root`."""
+    return [*base_overrides(root, corpus_path), f"model.name_or_path={model_dir}", *TINY_TRAIN]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, corpus: list[dict], tiny_bert: Path):
+    """One tiny training run shared by the tests that only read its outputs."""
+    from pipeline.config import load_config
+    from pipeline.data import prepare
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = load_config(overrides=tiny_train_overrides(root, write_jsonl(root / "corpus.jsonl", corpus), tiny_bert))
+    prepare(cfg)
+    return cfg, train(cfg)

@@ -22,7 +22,7 @@ def test_bad_config_is_one_line_and_exit_2(capsys):
 def test_prepare_prints_counts(capsys, overrides):
     assert main(["prepare", *overrides]) == 0
     out = capsys.readouterr().out
-    assert "read 84 rows, kept 84" in out
+    assert "read 140 rows, kept 140" in out
     assert "test" in out and "recruitment=" in out
 
 

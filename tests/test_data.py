@@ -135,7 +135,7 @@ def test_stratified_and_seeded(corpus):
     assert [r["id"] for r in a["test"]] != [r["id"] for r in c["test"]]
     for part in ("validation", "test"):
         counts = Counter(r["label"] for r in a[part])
-        assert set(counts.values()) == {3}  # 12 per label x 0.25
+        assert set(counts.values()) == {5}  # 20 per label x 0.25
     assert sum(len(v) for v in a.values()) == len(rows)
 
 
@@ -158,7 +158,7 @@ def test_too_few_examples_for_a_class(tmp_path, overrides, corpus):
 
 
 def test_user_split_files_drop_leaked_copies(tmp_path, overrides, corpus):
-    train, test = corpus[:60], corpus[60:]
+    train, test = corpus[:100], corpus[100:]
     leaked = {**train[0], "id": "leak"}
     write_jsonl(tmp_path / "train.jsonl", train)
     write_jsonl(tmp_path / "test.jsonl", [*test, leaked])
@@ -167,7 +167,7 @@ def test_user_split_files_drop_leaked_copies(tmp_path, overrides, corpus):
                                  f"validation: {tmp_path / 'val.jsonl'}, test: {tmp_path / 'test.jsonl'}}}"])
     out = prepare(cfg)
     lines = {s: (out / f"{s}.jsonl").read_text().splitlines() for s in ("train", "validation", "test")}
-    assert len(lines["train"]) == 60 and len(lines["validation"]) == 0 and len(lines["test"]) == len(test)
+    assert len(lines["train"]) == 100 and len(lines["validation"]) == 0 and len(lines["test"]) == len(test)
 
 
 def test_prepare_report(tmp_path, overrides, corpus):

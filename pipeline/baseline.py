@@ -1,0 +1,121 @@
+"""TF-IDF (character and word n-grams) + a linear model: the bar every transformer run must beat."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.svm import LinearSVC
+
+from pipeline.artifacts import Scorer, write_common, write_evaluation
+from pipeline.config import BaselineConfig, Config
+from pipeline.data import load_split
+from pipeline.labels import LabelMap, load_labels
+from pipeline.metrics import classification_metrics, fit_temperature
+from pipeline.model import softmax
+
+MODEL_FILE = "model.joblib"
+KIND_FILE = "baseline.json"
+
+
+def build(cfg: BaselineConfig, c: float, n_docs: int, seed: int) -> Pipeline:
+    """TF-IDF union (char_wb + word n-grams, sublinear tf) feeding a class-weighted linear model."""
+    min_df = cfg.min_df if n_docs >= 200 else 1  # tiny corpora have no repeated rare n-grams
+    features = FeatureUnion([
+        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=cfg.char_ngrams, sublinear_tf=True,
+                                 min_df=min_df, max_features=cfg.max_features)),
+        ("word", TfidfVectorizer(analyzer="word", ngram_range=cfg.word_ngrams, sublinear_tf=True,
+                                 min_df=min_df, max_features=cfg.max_features, token_pattern=r"(?u)\b\w+\b")),
+    ])
+    weight = "balanced" if cfg.class_weight == "balanced" else None
+    clf = (LogisticRegression(C=c, class_weight=weight, max_iter=3000, random_state=seed)
+           if cfg.classifier == "logreg" else LinearSVC(C=c, class_weight=weight, random_state=seed))
+    return Pipeline([("tfidf", features), ("clf", clf)])
+
+
+def logits(pipe: Pipeline, texts: list[str]) -> np.ndarray:
+    """Scores whose softmax is the model's probability: log-probabilities or SVM margins."""
+    if hasattr(pipe, "predict_proba"):
+        return np.log(np.clip(pipe.predict_proba(texts), 1e-12, 1.0))
+    return np.asarray(pipe.decision_function(texts), dtype=float)
+
+
+def full_logits(pipe: Pipeline, texts: list[str], n_labels: int) -> np.ndarray:
+    """Logits over the whole label set, even for labels absent from training."""
+    raw = logits(pipe, texts)
+    out = np.full((len(texts), n_labels), -1e4)
+    out[:, pipe.classes_] = raw if raw.ndim == 2 else np.stack([-raw, raw], axis=1)
+    return out
+
+
+def select(cfg: Config, labels: LabelMap, train: list[dict], val: list[dict]) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit one model per C and keep the best by validation macro-F1."""
+    x_tr, y_tr = [r["text"] for r in train], [labels.label2id[r["label"]] for r in train]
+    y_val = np.asarray([labels.label2id[r["label"]] for r in val])
+    best, trials = None, []
+    for c in cfg.baseline.C:
+        pipe = build(cfg.baseline, c, len(train), cfg.train.seed).fit(x_tr, y_tr)
+        probs = softmax(full_logits(pipe, [r["text"] for r in val], len(labels)))
+        f1 = classification_metrics(y_val, probs, list(labels.ids))["macro_f1"]
+        trials.append({"C": c, "val_macro_f1": f1})
+        if best is None or f1 > best[1]:
+            best = (pipe, f1, c)
+    return best[0], {"C": best[2], "grid": trials}
+
+
+def run_name(cfg: Config) -> str:
+    """Baseline run name: config name and classifier."""
+    return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
+
+
+def train_baseline(cfg: Config) -> tuple[Path, dict[str, Any]]:
+    """Fit, calibrate and evaluate the baseline on the prepared splits; write a model directory."""
+    labels = load_labels(cfg.labels)
+    splits = {s: load_split(cfg, s) for s in ("train", "validation", "test")}
+    started = time.time()
+    pipe, chosen = select(cfg, labels, splits["train"], splits["validation"])
+    ys = {s: np.asarray([labels.label2id[r["label"]] for r in rows]) for s, rows in splits.items()}
+    lg = {s: full_logits(pipe, [r["text"] for r in splits[s]], len(labels)) for s in ("validation", "test")}
+    temp = fit_temperature(lambda t: softmax(lg["validation"], t), ys["validation"])
+    metrics: dict[str, Any] = {}
+    for s in ("validation", "test"):
+        metrics[s] = classification_metrics(ys[s], softmax(lg[s], temp), list(labels.ids))
+        metrics[s]["ece_uncalibrated"] = classification_metrics(ys[s], softmax(lg[s]), list(labels.ids))["ece"]
+    metrics["baseline"] = chosen
+    metrics["train_seconds"] = round(time.time() - started, 1)
+    out = Path(cfg.output_dir) / run_name(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipe, out / MODEL_FILE)
+    (out / KIND_FILE).write_text(json.dumps({"kind": "tfidf", "classifier": cfg.baseline.classifier, **chosen}))
+    write_common(out, cfg, labels, metrics, temp)
+    write_evaluation(out, splits["test"], ys["test"], softmax(lg["test"], temp), labels, metrics_file=False)
+    return out, metrics
+
+
+def is_baseline_dir(directory: str | Path) -> bool:
+    """True for a directory written by `train_baseline`."""
+    return (Path(directory) / KIND_FILE).is_file()
+
+
+class BaselineScorer(Scorer):
+    """A saved baseline ready for inference."""
+
+    kind = "baseline"
+
+    def __init__(self, directory: str | Path) -> None:
+        super().__init__(directory)
+        self.pipe = joblib.load(Path(directory) / MODEL_FILE)
+
+    def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities for normalised texts, and their word counts."""
+        if not texts:
+            return np.zeros((0, len(self.labels))), np.zeros(0, dtype=int)
+        probs = softmax(full_logits(self.pipe, texts, len(self.labels)), self.temperature)
+        return probs, np.asarray([len(t.split()) for t in texts])

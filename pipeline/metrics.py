@@ -1,0 +1,97 @@
+"""Classification metrics (scikit-learn), calibration error, temperature fitting, and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, log_loss
+from sklearn.metrics import precision_recall_fscore_support as prfs
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """ECE: mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    if len(y_true) == 0:
+        return 0.0
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def _renormalised(probs: np.ndarray) -> np.ndarray:
+    clipped = np.clip(probs.astype(np.float64), 1e-12, 1.0)
+    return clipped / clipped.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """accuracy, macro/weighted F1, ECE, log loss, per-class precision/recall/F1/support, confusion matrix."""
+    y_true = np.asarray(y_true)
+    y_pred = probs.argmax(axis=1)
+    ids = list(range(len(labels)))
+    p, r, f, s = prfs(y_true, y_pred, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
+        "ece": expected_calibration_error(probs, y_true),
+        "log_loss": float(log_loss(y_true, _renormalised(probs), labels=ids)) if len(y_true) else 0.0,
+        "n": len(y_true),
+        "per_class": {lb: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                      for i, lb in enumerate(labels)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+    }
+
+
+def report_text(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> str:
+    """sklearn's per-class text report."""
+    return classification_report(y_true, probs.argmax(axis=1), labels=list(range(len(labels))),
+                                 target_names=labels, digits=3, zero_division=0)
+
+
+def fit_temperature(probs_fn: Any, y_true: np.ndarray) -> float:
+    """Temperature minimising validation NLL; `probs_fn(T)` returns document probabilities at T."""
+    from scipy.optimize import minimize_scalar
+
+    if len(y_true) == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        probs = probs_fn(float(np.exp(log_t)))
+        return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1)).mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> Path:
+    """Counts and row-normalised confusion matrices side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(matrix, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(6.0, 0.9 * len(labels) + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), constrained_layout=True)
+    for ax, data, name, fmt in ((axes[0], cm, "counts", "{:.0f}"), (axes[1], norm, "row-normalised", "{:.2f}")):
+        ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() or 1)
+        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true",
+               title=f"{title} ({name})".strip())
+        ax.set_xticklabels(labels, rotation=45, ha="right")
+        ax.set_yticklabels(labels)
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center",
+                        color="white" if data[i, j] > 0.6 * (data.max() or 1) else "black", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from pipeline.metrics import classification_metrics, expected_calibration_error, fit_temperature, plot_confusion
+from pipeline.model import softmax
+
+
+def test_hand_checked_metrics():
+    y = np.array([0, 0, 1, 2])
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.1, 0.6]])
+    m = classification_metrics(y, probs, ["a", "b", "c"])
+    assert m["accuracy"] == 0.75
+    # a: P=1 R=0.5 F1=2/3; b: P=0.5 R=1 F1=2/3; c: P=R=F1=1
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert m["per_class"]["b"]["precision"] == 0.5 and m["per_class"]["b"]["recall"] == 1.0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert m["weighted_f1"] == pytest.approx((2 * 2 / 3 + 2 / 3 + 1) / 4)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    # bins: 0.9 right, 0.7 wrong, 0.8 right, 0.6 right -> |1-.9|+|0-.7|+|1-.8|+|1-.6| over 4
+    assert m["ece"] == pytest.approx((0.1 + 0.7 + 0.2 + 0.4) / 4)
+
+
+def test_ece_of_perfect_calibration_is_zero():
+    probs = np.array([[0.5, 0.5]] * 4)
+    assert expected_calibration_error(probs, np.array([0, 1, 0, 1])) == pytest.approx(0.0)
+    assert expected_calibration_error(np.zeros((0, 2)), np.zeros(0, dtype=int)) == 0.0
+
+
+def test_temperature_softens_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    logits = rng.normal(size=(400, 3))
+    logits[np.arange(400), y] += 1.0
+    logits *= 6  # right 70% of the time, but nearly always ~100% sure
+    temp = fit_temperature(lambda t: softmax(logits, t), y)
+    assert temp > 2
+    before = expected_calibration_error(softmax(logits), y)
+    after = expected_calibration_error(softmax(logits, temp), y)
+    assert after < before / 2
+
+
+def test_confusion_plot(tmp_path):
+    path = plot_confusion([[3, 1], [0, 4]], ["attack_report", "other"], tmp_path / "cm.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

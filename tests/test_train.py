@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_train_overrides, write_jsonl
+from transformers import AutoModelForSequenceClassification, TrainerCallback
+
+from pipeline.config import load_config
+from pipeline.data import load_split, prepare
+from pipeline.evaluate import evaluate
+from pipeline.labels import LabelMap
+from pipeline.model import TransformerScorer
+from pipeline.train import class_weights, param_groups, train, weighted_loss
+
+
+def test_learns_the_fixture(trained):
+    _, result = trained
+    assert result.metrics["test"]["accuracy"] >= 0.9
+    assert result.metrics["validation"]["macro_f1"] >= 0.8
+
+
+def test_model_directory_is_self_describing(trained):
+    cfg, result = trained
+    files = {p.name for p in result.model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "labels.json", "pipeline.yaml", "metrics.json",
+            "calibration.json", "classification_report.txt", "confusion_matrix.png", "errors.csv"} <= files
+    assert not any(result.model_dir.glob("*.bin"))
+    plain = AutoModelForSequenceClassification.from_pretrained(result.model_dir)  # plain transformers loads it
+    assert plain.config.id2label[0] == "recruitment"
+    saved = load_config([result.model_dir / "pipeline.yaml"])
+    assert saved == cfg  # the full resolved config, normaliser included
+    checkpoints = list((result.model_dir / "checkpoints").glob("checkpoint-*"))
+    assert 1 <= len(checkpoints) <= 2  # pruned to best and last
+
+
+def test_calibration_and_token_audit_reported(trained):
+    _, result = trained
+    cal = json.loads((result.model_dir / "calibration.json").read_text())
+    assert cal["temperature"] > 0 and cal["ece_after"] <= cal["ece_before"] + 1e-9
+    audit = result.metrics["token_audit"]["train"]
+    assert 0.0 <= audit["share_longer_than_max_length"] <= 1.0 and audit["docs"] > 0
+
+
+def test_reloaded_model_reproduces_test_metrics(trained, tmp_path):
+    cfg, result = trained
+    test_file = tmp_path / "test.jsonl"
+    write_jsonl(test_file, load_split(cfg, "test"))
+    _, metrics = evaluate(result.model_dir, test_file, tmp_path / "eval")
+    for key in ("accuracy", "macro_f1", "weighted_f1"):
+        assert metrics[key] == pytest.approx(result.metrics["test"][key])
+    assert metrics["ece"] == pytest.approx(result.metrics["test"]["ece"], abs=1e-6)
+
+
+def test_same_seed_same_predictions(tmp_path, corpus, tiny_bert, trained):
+    cfg, result = trained
+    again = load_config(overrides=tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert))
+    prepare(again)
+    second = train(again)
+    texts = [r["text"] for r in load_split(cfg, "test")]
+    a = TransformerScorer(result.model_dir).predict_proba(texts)
+    b = TransformerScorer(second.model_dir).predict_proba(texts)
+    assert np.array_equal(a, b)
+
+
+class _StopAfter(TrainerCallback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.epoch >= self.epoch
+
+
+class _FirstStep(TrainerCallback):
+    first = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first is None:
+            self.first = state.global_step
+
+
+def test_resume_continues_from_checkpoint(tmp_path, corpus, tiny_bert):
+    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
+                 "train.epochs=4"]
+    cfg = load_config(overrides=overrides)
+    prepare(cfg)
+    train(cfg, callbacks=[_StopAfter(2)])  # the "crash" after epoch 2
+    steps_per_epoch = -(-len(load_split(cfg, "train")) // 8)
+    probe = _FirstStep()
+    resumed = train(load_config(overrides=[*overrides, "train.resume=true"]), callbacks=[probe])
+    assert probe.first == 2 * steps_per_epoch + 1
+    assert max(h["epoch"] for h in resumed.metrics["history"]) == 4
+
+
+def test_class_weights(trained):
+    cfg, _ = trained
+    labels = LabelMap(ids=("a", "b", "c"))
+    y = [0] * 8 + [1] * 2 + [2] * 2
+    auto = class_weights(cfg.model_copy(update={"train": cfg.train.model_copy(update={"class_weights": "auto"})}),
+                         labels, y)
+    assert auto.tolist() == pytest.approx([0.5, 2.0, 2.0])
+    sqrt = class_weights(cfg.model_copy(update={"train": cfg.train.model_copy(update={"class_weights": "sqrt"})}),
+                         labels, y)
+    assert sqrt.tolist() == pytest.approx([0.5 ** 0.5, 2 ** 0.5, 2 ** 0.5])
+    explicit = cfg.model_copy(update={"train": cfg.train.model_copy(update={"class_weights": {"b": 3.0}})})
+    assert class_weights(explicit, labels, y).tolist() == [1.0, 3.0, 1.0]
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    targets = torch.tensor([0, 1])
+    plain = weighted_loss(None)({"logits": logits}, targets)
+    weighted = weighted_loss(auto)({"logits": logits}, targets)
+    assert not torch.isclose(plain, weighted)  # the rare class's error counts more
+
+
+def test_layerwise_learning_rates(trained):
+    _, result = trained
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    groups = param_groups(model, lr=1e-3, head_lr=1e-2, decay=0.5, weight_decay=0.01)
+    rates = sorted({g["lr"] for g in groups})
+    assert rates == pytest.approx([1e-3 * 0.5 ** 3, 1e-3 * 0.5 ** 2, 1e-3 * 0.5, 1e-2])
+    assert any(g["weight_decay"] == 0.0 for g in groups)
