@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 CONFIG ?= configs/demo.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint demo ui clean
+.PHONY: help install test test-slow lint demo ui clean bench
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-slow: install ## run the slow tests too
 
 lint: install ## ruff check
 	$(VENV)/bin/ruff check .
+
+ui: install ## MLflow UI on http://127.0.0.1:5000 against the project's store (sqlite:///mlflow.db)
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
 
 clean: ## remove generated data, models and runs (keeps .venv)
 	rm -rf data/processed data/interim outputs mlruns mlartifacts mlflow.db

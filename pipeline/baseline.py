@@ -20,6 +20,7 @@ from pipeline.data import load_split
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import classification_metrics, fit_temperature
 from pipeline.model import softmax
+from pipeline.tracking import Tracker, run_tags
 
 MODEL_FILE = "model.joblib"
 KIND_FILE = "baseline.json"
@@ -75,28 +76,34 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
 
 
-def train_baseline(cfg: Config) -> tuple[Path, dict[str, Any]]:
-    """Fit, calibrate and evaluate the baseline on the prepared splits; write a model directory."""
+def train_baseline(cfg: Config) -> tuple[Path, dict[str, Any], str | None]:
+    """Fit, calibrate and evaluate the baseline on the prepared splits; write a model directory, log the run."""
+    tracker = Tracker(cfg)
     labels = load_labels(cfg.labels)
     splits = {s: load_split(cfg, s) for s in ("train", "validation", "test")}
-    started = time.time()
-    pipe, chosen = select(cfg, labels, splits["train"], splits["validation"])
-    ys = {s: np.asarray([labels.label2id[r["label"]] for r in rows]) for s, rows in splits.items()}
-    lg = {s: full_logits(pipe, [r["text"] for r in splits[s]], len(labels)) for s in ("validation", "test")}
-    temp = fit_temperature(lambda t: softmax(lg["validation"], t), ys["validation"])
-    metrics: dict[str, Any] = {}
-    for s in ("validation", "test"):
-        metrics[s] = classification_metrics(ys[s], softmax(lg[s], temp), list(labels.ids))
-        metrics[s]["ece_uncalibrated"] = classification_metrics(ys[s], softmax(lg[s]), list(labels.ids))["ece"]
-    metrics["baseline"] = chosen
-    metrics["train_seconds"] = round(time.time() - started, 1)
     out = Path(cfg.output_dir) / run_name(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipe, out / MODEL_FILE)
-    (out / KIND_FILE).write_text(json.dumps({"kind": "tfidf", "classifier": cfg.baseline.classifier, **chosen}))
-    write_common(out, cfg, labels, metrics, temp)
-    write_evaluation(out, splits["test"], ys["test"], softmax(lg["test"], temp), labels, metrics_file=False)
-    return out, metrics
+    with tracker.run(run_name(cfg), "baseline", run_tags(cfg, list(labels.ids), "tfidf")):
+        started = time.time()
+        pipe, chosen = select(cfg, labels, splits["train"], splits["validation"])
+        ys = {s: np.asarray([labels.label2id[r["label"]] for r in rows]) for s, rows in splits.items()}
+        lg = {s: full_logits(pipe, [r["text"] for r in splits[s]], len(labels)) for s in ("validation", "test")}
+        temp = fit_temperature(lambda t: softmax(lg["validation"], t), ys["validation"])
+        metrics: dict[str, Any] = {}
+        for s in ("validation", "test"):
+            metrics[s] = classification_metrics(ys[s], softmax(lg[s], temp), list(labels.ids))
+            metrics[s]["ece_uncalibrated"] = classification_metrics(ys[s], softmax(lg[s]), list(labels.ids))["ece"]
+        metrics["baseline"] = chosen
+        metrics["train_seconds"] = round(time.time() - started, 1)
+        out.mkdir(parents=True, exist_ok=True)
+        joblib.dump(pipe, out / MODEL_FILE)
+        (out / KIND_FILE).write_text(json.dumps({"kind": "tfidf", "classifier": cfg.baseline.classifier, **chosen}))
+        write_common(out, cfg, labels, metrics, temp)
+        write_evaluation(out, splits["test"], ys["test"], softmax(lg["test"], temp), labels, metrics_file=False)
+        tracker.log_metrics({"baseline_C": chosen["C"]})
+        tracker.log_final(metrics, list(labels.ids))
+        tracker.log_dir(out)
+        tracker.log_model(out)
+    return out, metrics, tracker.run_id
 
 
 def is_baseline_dir(directory: str | Path) -> bool:

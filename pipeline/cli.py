@@ -63,7 +63,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     """Fit the TF-IDF + linear baseline on the prepared splits."""
     from pipeline.baseline import train_baseline
 
-    out, metrics = train_baseline(_cfg(args))
+    out, metrics, _ = train_baseline(_cfg(args))
     print(_summary("baseline", metrics) + f", C={metrics['baseline']['C']}")
     print(f"model directory: {out}")
     return 0
@@ -88,6 +88,51 @@ def cmd_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Set the `champion` alias on a registered model version (by run, or best run on a metric)."""
+    from pipeline.tracking import promote
+
+    if bool(args.run) == bool(args.best):
+        print("error: give exactly one of --run RUN_ID or --best METRIC", file=sys.stderr)
+        return 2
+    print(promote(_cfg(args), run_id=args.run, best=args.best, alias=args.alias))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List the runs of an experiment, best first."""
+    from pipeline.tracking import list_runs
+
+    rows = list_runs(_cfg(args), args.experiment, args.sort)
+    cols = ["run", "id", "kind", "model", "lr", "epochs", "max_len", "test_macro_f1", "test_accuracy", "minutes",
+            "status"]
+    cells = [[_cell(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--run", help="run id whose registered version to promote")
+    p.add_argument("--best", metavar="METRIC", help="promote the run with the highest METRIC, e.g. test_macro_f1")
+    p.add_argument("--alias", default="champion")
+
+
+def _runs_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--experiment", help="experiment name (default: the config's data.name)")
+    p.add_argument("--sort", default="test_macro_f1", help="column to sort by, best first")
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory (transformer or baseline)")
     p.add_argument("--data", required=True, help="labelled JSONL, CSV or Parquet file")
@@ -109,6 +154,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]]
     "train": (cmd_train, _config_args),
     "evaluate": (cmd_evaluate, _evaluate_args),
     "backbone": (cmd_backbone, _backbone_args),
+    "runs": (cmd_runs, _runs_args),
+    "promote": (cmd_promote, _promote_args),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pipeline.model import (
     set_threads,
     softmax,
 )
+from pipeline.tracking import EpochLogger, Tracker, run_tags, write_token_audit
 
 
 @dataclass
@@ -124,6 +126,10 @@ class _Optimised(Trainer):
     def __init__(self, *args: Any, head_lr: float | None = None, lr_decay: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_lr, self.lr_decay = head_lr, lr_decay
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
+        """Evaluate in dataset order: compute_metrics maps predictions back to documents by position."""
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """AdamW over parameter groups: (layer depth, decay or not)."""
@@ -220,8 +226,17 @@ def evaluate_splits(model: Classifier, tokenizer: Any, labels: LabelMap, splits:
     return metrics, temp, probs
 
 
+def model_family(name_or_path: str) -> str:
+    """The architecture family (config model_type) of a local model, or the hub id's name."""
+    config = Path(name_or_path) / "config.json"
+    if config.is_file():
+        return str(json.loads(config.read_text()).get("model_type", "unknown"))
+    return name_or_path.split("/")[-1]
+
+
 def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
-    """Fine-tune, calibrate and evaluate one model; write `models/<run_name>/`."""
+    """Fine-tune, calibrate and evaluate one model; write `models/<run_name>/` and log the run."""
+    tracker = Tracker(cfg)  # connects first: an unreachable server fails before any work is done
     set_seed(cfg.train.seed, deterministic=True)
     set_threads(cfg.train.threads)
     labels = load_labels(cfg.labels)
@@ -230,14 +245,21 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
     splits = _prepare_inputs(cfg, labels, encoder)
     out = Path(cfg.output_dir) / run_name(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    model, trainer = fit(cfg, labels, splits, tokenizer, out, callbacks or [])
-    metrics, temp, probs = evaluate_splits(model, tokenizer, labels, splits, cfg)
-    metrics["token_audit"] = {s: token_audit(splits[s]["enc"], cfg.model.max_length) for s in splits}
-    metrics["train_seconds"] = round(time.time() - started, 1)
-    metrics["history"] = [h for h in trainer.state.log_history if "eval_macro_f1" in h or "loss" in h]
-    save_model(model, tokenizer, out)
-    write_common(out, cfg, labels, metrics, temp)
-    test = splits["test"]
-    write_evaluation(out, test["rows"], np.asarray(test["y"]), probs["test"], labels, metrics_file=False)
-    return RunResult(model_dir=out, metrics=metrics)
+    tags = run_tags(cfg, list(labels.ids), model_family(cfg.model.name_or_path))
+    with tracker.run(run_name(cfg), "train", tags):
+        started = time.time()
+        extra = [EpochLogger(tracker).callback()] if tracker.enabled else []
+        model, trainer = fit(cfg, labels, splits, tokenizer, out, (callbacks or []) + extra)
+        metrics, temp, probs = evaluate_splits(model, tokenizer, labels, splits, cfg)
+        metrics["token_audit"] = {s: token_audit(splits[s]["enc"], cfg.model.max_length) for s in splits}
+        metrics["train_seconds"] = round(time.time() - started, 1)
+        metrics["history"] = [h for h in trainer.state.log_history if "eval_macro_f1" in h or "loss" in h]
+        save_model(model, tokenizer, out)
+        write_common(out, cfg, labels, metrics, temp)
+        test = splits["test"]
+        write_evaluation(out, test["rows"], np.asarray(test["y"]), probs["test"], labels, metrics_file=False)
+        write_token_audit(out, metrics)
+        tracker.log_final(metrics, list(labels.ids))
+        tracker.log_dir(out)
+        tracker.log_model(out)
+    return RunResult(model_dir=out, metrics=metrics, run_id=tracker.run_id)

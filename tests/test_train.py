@@ -118,3 +118,12 @@ def test_layerwise_learning_rates(trained):
     rates = sorted({g["lr"] for g in groups})
     assert rates == pytest.approx([1e-3 * 0.5 ** 3, 1e-3 * 0.5 ** 2, 1e-3 * 0.5, 1e-2])
     assert any(g["weight_decay"] == 0.0 for g in groups)
+
+
+def test_epoch_metrics_match_final_evaluation(trained):
+    """Per-epoch validation metrics are computed on documents in order (not a shuffled eval sampler)."""
+    _, result = trained
+    history = [h for h in result.metrics["history"] if "eval_accuracy" in h]
+    best = max(h["eval_macro_f1"] for h in history)
+    # the final (calibrated) model is the best epoch; temperature scaling never changes the argmax
+    assert result.metrics["validation"]["macro_f1"] == pytest.approx(best)

@@ -1,0 +1,289 @@
+"""MLflow tracking: the only module that imports mlflow. A no-op when tracking is off."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, flatten
+from pipeline.errors import PipelineError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+RUN_ARTIFACTS = ("pipeline.yaml", "labels.json", "data_report.json", "classification_report.txt",
+                 "confusion_matrix.png", "errors.csv", "calibration.json", "metrics.json", "token_audit.json",
+                 "backbone.json")
+PYFUNC_NAME = "model"
+
+
+class TrackingError(PipelineError):
+    """The tracking store cannot be reached or queried."""
+
+
+def tracking_uri(cfg: Config | None = None) -> str:
+    """`tracking.uri`, else MLFLOW_TRACKING_URI, else the embedded sqlite store in the working directory."""
+    return (cfg.tracking.uri if cfg and cfg.tracking.uri else None) or os.environ.get("MLFLOW_TRACKING_URI") \
+        or DEFAULT_URI
+
+
+def connect(uri: str) -> Any:
+    """Point mlflow at `uri` and fail fast, in one line, when it cannot be reached."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # mlflow raises many types for a dead server
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"MLflow tracking store {uri} is unreachable ({reason}); start the server, "
+                            "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
+    return mlflow
+
+
+def git_commit() -> str:
+    """The current git commit, or 'unknown' outside a repository."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
+                             check=False)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def content_hash(paths: list[Path]) -> str:
+    """sha256 over the prepared split files: two runs with equal hashes saw the same data."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Tracker:
+    """One MLflow run: params, tags, per-epoch and final metrics, artifacts, the pyfunc model."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.enabled = cfg.tracking.enabled
+        self.mlflow: Any = connect(tracking_uri(cfg)) if self.enabled else None
+        self.run_id: str | None = None
+
+    @contextlib.contextmanager
+    def run(self, name: str, kind: str, tags: dict[str, str]) -> Iterator[Tracker]:
+        """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C; never left RUNNING."""
+        if not self.enabled:
+            yield self
+            return
+        mlflow = self.mlflow
+        mlflow.set_experiment(self.cfg.tracking.experiment or self.cfg.data.name)
+        with mlflow.start_run(run_name=name) as active:
+            self.run_id = active.info.run_id
+            mlflow.log_params(flatten(self.cfg))
+            mlflow.set_tags({"kind": kind, "git_commit": git_commit(), "dataset": self.cfg.data.name, **tags})
+            try:
+                yield self
+            except KeyboardInterrupt:
+                mlflow.end_run(status="KILLED")
+                raise
+            except BaseException:
+                mlflow.end_run(status="FAILED")
+                raise
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Numeric metrics (others are skipped)."""
+        if self.enabled:
+            clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+            self.mlflow.log_metrics(clean, step=step)
+
+    def log_final(self, metrics: dict[str, Any], labels: list[str]) -> None:
+        """test_/val_ accuracy, macro/weighted F1, ECE, and test_f1_<label>, equal for every model kind."""
+        flat: dict[str, float] = {}
+        for split, prefix in (("test", "test"), ("validation", "best_val")):
+            m = metrics.get(split, {})
+            for key in ("accuracy", "macro_f1", "weighted_f1", "ece", "ece_uncalibrated", "log_loss"):
+                if key in m:
+                    flat[f"{prefix}_{key}"] = m[key]
+        for label in labels:
+            flat[f"test_f1_{label}"] = metrics["test"]["per_class"][label]["f1"]
+        flat["train_seconds"] = metrics.get("train_seconds", 0.0)
+        self.log_metrics(flat)
+
+    def log_dir(self, model_dir: Path) -> None:
+        """The run artifacts that a model directory holds (no weights, no checkpoints)."""
+        if not self.enabled:
+            return
+        for name in RUN_ARTIFACTS:
+            if (model_dir / name).is_file():
+                self.mlflow.log_artifact(str(model_dir / name))
+
+    def log_model(self, model_dir: Path) -> str | None:
+        """Log the model directory as a pyfunc (wrapping the project's predictor) and register it."""
+        if not self.enabled:
+            return None
+        import pandas as pd
+
+        import pipeline
+
+        info = self.mlflow.pyfunc.log_model(
+            name=PYFUNC_NAME, python_model=NewsClassifier(), artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(Path(pipeline.__file__).parent)],
+            input_example=pd.DataFrame({"text": ["أعلن الجيش السيطرة على المدينة بعد معارك عنيفة"]}),
+            pip_requirements=_requirements(), registered_model_name=self.cfg.tracking.registered_model)
+        return info.model_uri
+
+
+def _requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc (skips mlflow's slow inference by loading the model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "scikit-learn", "scipy", "numpy",
+                 "pandas", "pydantic", "pyyaml", "joblib", "datasets", "datasketch", "matplotlib"):
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{dist}=={version(dist)}")
+    return out
+
+
+def _pyfunc_base() -> type:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class NewsClassifier(_pyfunc_base()):  # type: ignore[misc]
+    """MLflow pyfunc: a DataFrame with `text` (or `title` + `text`) in; label, confidence, probabilities out."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the bundled model directory through the project's own scorer."""
+        from pipeline.evaluate import load_scorer  # the predictor's code path, not a copy of it
+
+        self.scorer = load_scorer(context.artifacts["model_dir"])
+
+    def predict(self, context, model_input, params=None):  # no hints: mlflow would read them as a schema
+        """Label, calibrated confidence and one prob_<label> column per label, row for row."""
+        import pandas as pd
+
+        from pipeline.text import join_fields
+
+        frame = pd.DataFrame(model_input)
+        fields = [f for f in self.scorer.cfg.data.text_fields if f in frame.columns] or ["text"]
+        texts = [join_fields(row) for row in frame[fields].astype("string").fillna("").itertuples(index=False)]
+        probs = self.scorer.predict_proba(texts)
+        labels = list(self.scorer.labels.ids)
+        out = pd.DataFrame({"label": [labels[i] for i in probs.argmax(axis=1)], "confidence": probs.max(axis=1)})
+        for i, label in enumerate(labels):
+            out[f"prob_{label}"] = probs[:, i]
+        return out
+
+
+class EpochLogger:
+    """A transformers TrainerCallback that sends per-epoch validation metrics and the loss to MLflow."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def callback(self) -> Any:
+        """The TrainerCallback instance (built lazily to keep transformers out of this module's import)."""
+        from transformers import TrainerCallback
+
+        tracker = self.tracker
+
+        class _Callback(TrainerCallback):
+            def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **_: Any) -> None:
+                vals = {k.replace("eval_", "val_"): v for k, v in (metrics or {}).items()
+                        if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
+                tracker.log_metrics(vals, step=round(state.epoch or 0))
+
+            def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
+                logs = logs or {}
+                if "loss" in logs:
+                    tracker.log_metrics({"train_loss": logs["loss"], "learning_rate": logs.get("learning_rate", 0)},
+                                        step=state.global_step)
+
+        return _Callback()
+
+
+def write_token_audit(model_dir: Path, metrics: dict[str, Any]) -> None:
+    """The token-length audit as its own artifact."""
+    if "token_audit" in metrics:
+        (model_dir / "token_audit.json").write_text(json.dumps(metrics["token_audit"], indent=2))
+
+
+def run_tags(cfg: Config, labels: list[str], family: str) -> dict[str, str]:
+    """Tags that make runs comparable: data content hash, label set, model family."""
+    from pipeline.data import processed_dir
+
+    splits = [processed_dir(cfg) / f"{s}.jsonl" for s in ("train", "validation", "test")]
+    return {"dataset_hash": content_hash(splits), "labels": ",".join(labels), "model_family": family,
+            "model": Path(cfg.model.name_or_path.rstrip("/")).name if family != "tfidf" else "tfidf"}
+
+
+def _client(cfg: Config) -> tuple[Any, Any]:
+    mlflow = connect(tracking_uri(cfg))
+    return mlflow, mlflow.MlflowClient()
+
+
+def promote(cfg: Config, run_id: str | None = None, best: str | None = None, alias: str = "champion") -> str:
+    """Set `alias` on the registered version logged by a run, or by the best run on a metric."""
+    name = cfg.tracking.registered_model
+    if not name:
+        raise TrackingError("tracking.registered_model is not set; nothing to promote")
+    mlflow, client = _client(cfg)
+    versions = client.search_model_versions(f"name='{name}'")
+    by_run = {v.run_id: v for v in versions}
+    if best:
+        experiment = cfg.tracking.experiment or cfg.data.name
+        runs = mlflow.search_runs(experiment_names=[experiment], order_by=[f"metrics.{best} DESC"],
+                                  output_format="list")
+        ranked = [r.info.run_id for r in runs if best in r.data.metrics and r.info.run_id in by_run]
+        if not ranked:
+            raise TrackingError(f"no run in experiment '{experiment}' has metric '{best}' and a version of '{name}'")
+        run_id = ranked[0]
+    if run_id not in by_run:
+        raise TrackingError(f"run {run_id} has no registered version of '{name}'")
+    version = by_run[run_id].version
+    client.set_registered_model_alias(name, alias, version)
+    return f"models:/{name}@{alias} -> version {version} (run {run_id})"
+
+
+def list_runs(cfg: Config, experiment: str | None = None, sort: str = "test_macro_f1") -> list[dict[str, Any]]:
+    """Runs of an experiment as rows for a terminal table, best first on `sort`."""
+    mlflow, _ = _client(cfg)
+    name = experiment or cfg.tracking.experiment or cfg.data.name
+    if mlflow.get_experiment_by_name(name) is None:
+        raise TrackingError(f"no experiment named '{name}' in {tracking_uri(cfg)}")
+    runs = mlflow.search_runs(experiment_names=[name], output_format="list")
+    rows = []
+    for r in runs:
+        p, m, t = r.data.params, r.data.metrics, r.data.tags
+        end = r.info.end_time or r.info.start_time
+        rows.append({"run": t.get("mlflow.runName", r.info.run_id[:8]), "id": r.info.run_id[:8],
+                     "kind": t.get("kind", ""), "model": t.get("model", ""),
+                     "lr": p.get("train.learning_rate", "") if t.get("kind") == "train" else "",
+                     "epochs": p.get("train.epochs", "") if t.get("kind") == "train" else "",
+                     "max_len": p.get("model.max_length", "") if t.get("kind") == "train" else "",
+                     "test_macro_f1": m.get("test_macro_f1"), "test_accuracy": m.get("test_accuracy"),
+                     "minutes": round((end - r.info.start_time) / 60000, 1), "status": r.info.status})
+    rows.sort(key=lambda row: -(row.get(sort) if isinstance(row.get(sort), int | float) else float("-inf")))
+    return rows
+
+
+def resolve_model_uri(uri: str) -> Path:
+    """A local model directory for a `models:/` or `runs:/` URI (downloaded from the tracking store)."""
+    mlflow = connect(tracking_uri())
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as exc:  # registry and store errors come in many types
+        raise TrackingError(f"cannot resolve {uri}: {str(exc).splitlines()[0][:200]}") from None
+    flavor = mlflow.models.Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
+    entry = flavor.get("artifacts", {}).get("model_dir")
+    if not entry or not (local / entry["path"]).is_dir():
+        raise TrackingError(f"{uri} is not a model logged by this pipeline (no model_dir artifact)")
+    return local / entry["path"]

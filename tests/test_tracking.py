@@ -1,0 +1,175 @@
+"""MLflow against a real server started here: runs, params, metrics, artifacts, registry, pyfunc, failures."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_train_overrides, write_jsonl
+from transformers import TrainerCallback
+
+from pipeline.baseline import train_baseline
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.data import load_split, prepare
+from pipeline.errors import PipelineError
+from pipeline.model import TransformerScorer
+from pipeline.tracking import resolve_model_uri
+from pipeline.train import train
+
+mlflow = pytest.importorskip("mlflow")
+MODEL = "test-news-topics"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def runs(server, tmp_path_factory, corpus, tiny_bert):
+    root = tmp_path_factory.mktemp("tracked")
+    overrides = [*tiny_train_overrides(root, write_jsonl(root / "c.jsonl", corpus), tiny_bert),
+                 "tracking.enabled=true", f"tracking.uri={server}", f"tracking.registered_model={MODEL}",
+                 "tracking.experiment=fixture-news", "train.epochs=6"]
+    cfg = load_config(overrides=overrides)
+    prepare(cfg)
+    result = train(cfg)
+    base_dir, _, base_run = train_baseline(cfg)
+    mlflow.set_tracking_uri(server)
+    return cfg, overrides, result, base_dir, base_run
+
+
+def test_runs_record_params_metrics_tags_and_artifacts(runs):
+    _, _, result, _, base_run = runs
+    client = mlflow.MlflowClient()
+    for run_id, kind in ((result.run_id, "train"), (base_run, "baseline")):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        assert params["train.learning_rate"] == "0.003" and params["model.max_length"] == "64"
+        assert len(params) < 120  # the resolved config, not hundreds of HF internals
+        for key in ("test_accuracy", "test_macro_f1", "test_weighted_f1", "test_ece", "best_val_macro_f1"):
+            assert key in metrics, (kind, key)
+        assert all(f"test_f1_{label}" in metrics for label in
+                   ("recruitment", "attack_report", "intelligence_assessment", "security_operation",
+                    "military_operation", "politics_diplomacy", "other"))
+        assert tags["kind"] == kind and tags["dataset"] == "fixture" and len(tags["dataset_hash"]) == 16
+        assert tags["labels"].startswith("recruitment,attack_report") and tags["git_commit"]
+        artifacts = {a.path for a in client.list_artifacts(run_id)}
+        assert {"pipeline.yaml", "labels.json", "data_report.json", "classification_report.txt",
+                "confusion_matrix.png", "errors.csv"} <= artifacts
+        assert not any("checkpoint" in a for a in artifacts)
+    assert client.get_run(result.run_id).data.tags["model_family"] == "bert"
+    assert "token_audit.json" in {a.path for a in client.list_artifacts(result.run_id)}
+    history = client.get_metric_history(result.run_id, "val_macro_f1")
+    assert [m.step for m in history] == list(range(1, 7))  # one value per epoch
+    assert client.get_run(result.run_id).data.tags["mlflow.runName"] == result.model_dir.name
+
+
+def test_same_metric_names_for_both_kinds(runs):
+    _, _, result, _, base_run = runs
+    client = mlflow.MlflowClient()
+    tuned = {k for k in client.get_run(result.run_id).data.metrics if k.startswith("test_")}
+    base = {k for k in client.get_run(base_run).data.metrics if k.startswith("test_")}
+    assert tuned == base
+
+
+def test_promote_and_pyfunc_from_registry(runs, capsys):
+    cfg, overrides, result, _, _ = runs
+    assert main(["promote", *overrides, "--run", result.run_id]) == 0
+    assert f"models:/{MODEL}@champion" in capsys.readouterr().out
+    texts = [r["text"] for r in load_split(cfg, "test")]
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    out = pyfunc.predict(pd.DataFrame({"text": texts}))
+    local = TransformerScorer(result.model_dir).predict_proba(texts)
+    labels = list(result.metrics["test"]["per_class"])
+    assert out["label"].tolist() == [labels[i] for i in local.argmax(1)]
+    assert np.allclose(out["confidence"], local.max(1), atol=1e-5)
+    assert {f"prob_{lb}" for lb in labels} <= set(out.columns)
+    local_dir = resolve_model_uri(f"models:/{MODEL}@champion")
+    assert (local_dir / "labels.json").is_file()
+
+
+def test_promote_best_and_runs_table(runs, capsys):
+    _, overrides, result, _, base_run = runs
+    assert main(["promote", *overrides, "--best", "test_macro_f1"]) == 0
+    promoted = capsys.readouterr().out
+    assert result.run_id in promoted or base_run in promoted
+    assert main(["runs", *overrides, "--sort", "test_macro_f1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["run", "id", "kind", "model"]
+    assert len(table) == 3
+    f1 = [float(line.split()[-4]) for line in table[1:]]
+    assert f1 == sorted(f1, reverse=True)
+
+
+def test_unreachable_server_fails_before_training(tmp_path, corpus, tiny_bert, capsys):
+    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
+                 "tracking.enabled=true", f"tracking.uri=http://127.0.0.1:{_free_port()}"]
+    prepare(load_config(overrides=overrides))
+    assert main(["train", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MLflow tracking store http://127.0.0.1:") and "unreachable" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "models").exists()  # no half run
+
+
+class _Boom(TrainerCallback):
+    def on_epoch_end(self, args, state, control, **kwargs):
+        raise RuntimeError("simulated crash")
+
+
+def test_crashed_run_is_marked_failed(runs, tmp_path, corpus, tiny_bert):
+    _, overrides, _, _, _ = runs
+    cfg = load_config(overrides=[*overrides[:-1], "train.epochs=2", "tracking.run_name=crash",
+                                 f"data.processed_dir={tmp_path}", "tracking.registered_model=null"])
+    prepare(cfg)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, callbacks=[_Boom()])
+    found = mlflow.search_runs(experiment_names=["fixture-news"], filter_string="tags.mlflow.runName = 'crash'",
+                               output_format="list")
+    assert [r.info.status for r in found] == ["FAILED"]
+
+
+def test_bad_uri_for_predictor(server):
+    with pytest.raises(PipelineError, match="cannot resolve models:/no-such-model@champion"):
+        import os
+
+        os.environ["MLFLOW_TRACKING_URI"] = server
+        try:
+            resolve_model_uri("models:/no-such-model@champion")
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI")
