@@ -133,6 +133,41 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sort", default="test_macro_f1", help="column to sort by, best first")
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify a dump of articles (JSONL, CSV, Parquet, folder, or - for stdin) into JSONL, CSV or Parquet."""
+    from pipeline.predict import PredictOptions, parse_shard, predict
+
+    opts = PredictOptions(
+        model=args.model, input=args.input, output=args.output, batch_size=args.batch_size,
+        threshold=args.threshold, top_k=args.top_k, device=args.device, threads=args.threads, resume=args.resume,
+        overwrite=args.overwrite, shard=parse_shard(args.shard), quantize=args.quantize,
+        min_agreement=args.min_agreement, window=args.window, progress=not args.quiet,
+        text_fields=args.text_field.split(",") if args.text_field else None, id_field=args.id_field)
+    print(predict(opts).line(args.output))
+    return 0
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory, models:/NAME@ALIAS or runs:/RUN_ID/model")
+    p.add_argument("--input", required=True, help="JSONL/CSV/Parquet file (.gz ok), folder of .txt/.json, or -")
+    p.add_argument("--output", required=True, help="output .jsonl, .csv or .parquet")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threshold", type=float, help="needs_review below this confidence (default: model config)")
+    p.add_argument("--top-k", type=int, help="labels with probabilities per row (default: all)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--shard", default="0/1", help="I/N: process every N-th row starting at I")
+    p.add_argument("--text-field", help="comma-separated text fields (default: the model's data.text_fields)")
+    p.add_argument("--id-field", help="id field (default: the model's data.id_field)")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8 dynamic quantisation of linear layers, after an agreement check")
+    p.add_argument("--min-agreement", type=float, default=0.97, help="int8 must agree with float this often")
+    p.add_argument("--window", type=int, help="rows read, length-sorted and written together")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory (transformer or baseline)")
     p.add_argument("--data", required=True, help="labelled JSONL, CSV or Parquet file")
@@ -154,6 +189,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]]
     "train": (cmd_train, _config_args),
     "evaluate": (cmd_evaluate, _evaluate_args),
     "backbone": (cmd_backbone, _backbone_args),
+    "predict": (cmd_predict, _predict_args),
     "runs": (cmd_runs, _runs_args),
     "promote": (cmd_promote, _promote_args),
 }

@@ -117,13 +117,27 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory, corpus: list[dict]) -> P
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
 
 
-TINY_TRAIN = ["model.max_length=64", "model.pooling=mean", "train.epochs=20", "train.learning_rate=3e-3",
-              "train.batch_size=8", "train.warmup_ratio=0.0", "train.early_stopping_patience=null", "name=tiny"]
-
-
 def tiny_train_overrides(root: Path, corpus_path: Path, model_dir: Path) -> list[str]:
     """Overrides for a fast, learnable tiny-BERT run with every output under `root`."""
-    return [*base_overrides(root, corpus_path), f"model.name_or_path={model_dir}", *TINY_TRAIN]
+    tiny = [f"{k}={v}" for k, v in flat_yaml(ROOT / "configs/tiny.yaml").items()]
+    return [*tiny, *base_overrides(root, corpus_path), f"model.name_or_path={model_dir}"]
+
+
+def flat_yaml(path: Path) -> dict[str, str]:
+    """A YAML config as dotted overrides (so tests can layer it under their own)."""
+    import yaml
+
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = "null" if node is None else json.dumps(node)
+
+    walk("", yaml.safe_load(path.read_text()))
+    return out
 
 
 @pytest.fixture(scope="session")

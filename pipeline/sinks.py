@@ -1,0 +1,182 @@
+"""Crash-safe, append-only outputs for the batch predictor (JSONL, CSV, Parquet).
+
+Every sink appends complete rows and makes them durable per chunk; `recover()`
+drops whatever a killed job left half-written and says which input line the
+last complete row came from, so `--resume` continues exactly after it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DataError
+
+COLUMNS = ("id", "line", "label", "confidence", "needs_review", "flags", "top", "model", "error")
+
+
+def _durable(fh: Any) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _cut_partial_line(path: Path) -> None:
+    """Truncate a text file after its last newline (a row cut by a crash is dropped)."""
+    with open(path, "rb+") as fh:
+        data_end = fh.seek(0, os.SEEK_END)
+        pos = data_end
+        while pos > 0:
+            step = min(65536, pos)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                fh.truncate(pos - step + nl + 1)
+                return
+            pos -= step
+        fh.truncate(0)
+
+
+class JsonlSink:
+    """One JSON object per line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def recover(self) -> int:
+        """Drop a partial last row; return the input line of the last complete row (0 if none)."""
+        if not self.path.exists():
+            return 0
+        _cut_partial_line(self.path)
+        last = 0
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                last = json.loads(raw)["line"]
+        return last
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows and make them durable."""
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            _durable(fh)
+
+    def close(self) -> None:
+        """Nothing to finalise."""
+
+
+class CsvSink:
+    """CSV with a header; nested fields (flags, top) as JSON strings."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def recover(self) -> int:
+        """Drop a partial last row; return the input line of the last complete row."""
+        if not self.path.exists():
+            return 0
+        _cut_partial_line(self.path)
+        last = 0
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                last = int(row["line"])
+        return last
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows (header first when the file is new) and make them durable."""
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "flags": json.dumps(r["flags"]), "top": json.dumps(r["top"], ensure_ascii=False),
+                             "id": "" if r["id"] is None else str(r["id"]).replace("\n", " ")})
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+            _durable(fh)
+
+    def close(self) -> None:
+        """Nothing to finalise."""
+
+
+class ParquetSink:
+    """Parquet cannot be appended to, so chunks land as atomically renamed part files, merged on close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.parts = path.with_name(path.name + ".parts")
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
+
+    def recover(self) -> int:
+        """Forget unfinished part files; return the input line of the last complete row."""
+        import pyarrow.parquet as pq
+
+        if self.path.exists() and not self.parts.exists():
+            last = pq.read_table(self.path, columns=["line"]).column("line").to_pylist()
+            self._split_back(last)
+        for tmp in self.parts.glob("*.tmp") if self.parts.is_dir() else []:
+            tmp.unlink()
+        files = self._part_files()
+        return pq.read_table(files[-1], columns=["line"]).column("line").to_pylist()[-1] if files else 0
+
+    def _split_back(self, lines: list[int]) -> None:
+        """A finished output being resumed: move it back to part 0 so new parts follow it."""
+        self.parts.mkdir()
+        if lines:
+            shutil.move(self.path, self.parts / "part-000000.parquet")
+        else:
+            self.path.unlink()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Write one part file atomically."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.parts.mkdir(parents=True, exist_ok=True)
+        target = self.parts / f"part-{len(self._part_files()):06d}.parquet"
+        tmp = target.with_suffix(".tmp")
+        pq.write_table(pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows], schema=_schema()), tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(target)
+
+    def close(self) -> None:
+        """Merge the parts into the output file, streaming one part at a time."""
+        import pyarrow.parquet as pq
+
+        files = self._part_files()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with pq.ParquetWriter(tmp, _schema()) as writer:
+            for part in files:
+                writer.write_table(pq.read_table(part, schema=_schema()))
+        tmp.replace(self.path)
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    top = pa.list_(pa.struct([("label", pa.string()), ("prob", pa.float64())]))
+    return pa.schema([("id", pa.string()), ("line", pa.int64()), ("label", pa.string()),
+                      ("confidence", pa.float64()), ("needs_review", pa.bool_()), ("flags", pa.list_(pa.string())),
+                      ("top", top), ("model", pa.string()), ("error", pa.string())])
+
+
+def open_sink(path: str | Path) -> JsonlSink | CsvSink | ParquetSink:
+    """The sink for an output path, by extension."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return JsonlSink(path)
+    if suffix == ".csv":
+        return CsvSink(path)
+    if suffix in (".parquet", ".pq"):
+        return ParquetSink(path)
+    raise DataError(f"{path}: output must end in .jsonl, .csv or .parquet")
