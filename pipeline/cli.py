@@ -140,7 +140,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     opts = PredictOptions(
         model=args.model, input=args.input, output=args.output, batch_size=args.batch_size,
         threshold=args.threshold, top_k=args.top_k, device=args.device, threads=args.threads, resume=args.resume,
-        overwrite=args.overwrite, shard=parse_shard(args.shard), quantize=args.quantize,
+        overwrite=args.overwrite, shard=parse_shard(args.shard), runtime=args.runtime, quantize=args.quantize,
+        precision=args.precision, long_text=args.long_text,
         min_agreement=args.min_agreement, window=args.window, progress=not args.quiet,
         text_fields=args.text_field.split(",") if args.text_field else None, id_field=args.id_field)
     print(predict(opts).line(args.output))
@@ -161,9 +162,15 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default="0/1", help="I/N: process every N-th row starting at I")
     p.add_argument("--text-field", help="comma-separated text fields (default: the model's data.text_fields)")
     p.add_argument("--id-field", help="id field (default: the model's data.id_field)")
+    p.add_argument("--long-text", choices=["head", "head_tail", "chunks"],
+                   help="long-text strategy (default: the one the model was trained with)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="onnx: ONNX Runtime with fused attention (exported once into MODEL/onnx/)")
     p.add_argument("--quantize", choices=["none", "int8"], default="none",
-                   help="int8 dynamic quantisation of linear layers, after an agreement check")
-    p.add_argument("--min-agreement", type=float, default=0.97, help="int8 must agree with float this often")
+                   help="int8 dynamic quantisation of linear layers")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: CPU autocast (torch)")
+    p.add_argument("--min-agreement", type=float, default=0.97,
+                   help="a faster runtime must agree with float on the first documents this often")
     p.add_argument("--window", type=int, help="rows read, length-sorted and written together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

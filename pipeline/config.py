@@ -95,6 +95,7 @@ class TrainConfig(_Section):
     logging_steps: int = 10
     max_steps: int = -1
     calibrate: bool = True
+    linear_probe: bool = False
     threads: int | None = None
 
 

@@ -101,6 +101,8 @@ class TextEncoder:
     def __init__(self, tokenizer: Any, cfg: ModelConfig) -> None:
         self.tokenizer = tokenizer
         self.cfg = cfg
+        # long documents are tokenised whole on purpose, then cut by the strategy: silence the length warning
+        getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
         probe = tokenizer("x", add_special_tokens=True)["input_ids"]
         bare = tokenizer("x", add_special_tokens=False)["input_ids"]
         start = next(i for i in range(len(probe)) if probe[i:i + len(bare)] == bare)
@@ -223,6 +225,10 @@ class TransformerScorer(Scorer):
         self.model.to(self.device)
         self.encoder = TextEncoder(self.tokenizer, self.cfg.model)
         self.batch_size = batch_size
+
+    def set_long_text(self, strategy: str) -> None:
+        """Use another long-text strategy than the one trained with (e.g. `chunks` for recall, `head` for speed)."""
+        self.encoder = TextEncoder(self.tokenizer, self.cfg.model.model_copy(update={"long_text": strategy}))
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities for normalised texts, and their token counts."""

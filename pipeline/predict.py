@@ -38,7 +38,10 @@ class PredictOptions:
     shard: tuple[int, int] = (0, 1)
     text_fields: list[str] | None = None
     id_field: str | None = None
+    long_text: str | None = None
+    runtime: str = "torch"
     quantize: str = "none"
+    precision: str = "fp32"
     min_agreement: float = 0.97
     window: int | None = None
     progress: bool = True
@@ -90,20 +93,45 @@ def resolve_model(model: str) -> tuple[Path, str]:
 
 
 def load(opts: PredictOptions) -> tuple[Scorer, str]:
-    """The scorer (optionally int8) and the model name for output rows; fails at start on a bad model."""
+    """The scorer on the requested runtime and the model name for output rows; fails at start on a bad model."""
     from pipeline.evaluate import load_scorer
     from pipeline.model import set_threads
 
     set_threads(opts.threads)
     directory, name = resolve_model(opts.model)
     scorer = load_scorer(directory, device=opts.device, batch_size=opts.batch_size)
-    if opts.quantize == "int8":
-        if scorer.kind != "transformer":
-            raise PipelineError("--quantize int8 applies to transformer models only")
-        if opts.input == "-":
-            raise PipelineError("--quantize int8 checks agreement on the input's first documents; give a file")
-        name += "+int8"
+    if opts.long_text and scorer.kind == "transformer":
+        scorer.set_long_text(opts.long_text)
+    if (opts.runtime, opts.quantize, opts.precision) != ("torch", "none", "fp32"):
+        name += switch_runtime(scorer, opts)
     return scorer, name
+
+
+def switch_runtime(scorer: Scorer, opts: PredictOptions, sample: int = 64) -> str:
+    """Move to a faster runtime only after it agrees with the float model on the input's first documents."""
+    from pipeline import runtime
+
+    if opts.input == "-":
+        raise PipelineError("a faster runtime is checked against float on the input's first documents; give a file")
+    fields = opts.text_fields or scorer.cfg.data.text_fields
+    texts = []
+    for row in itertools.islice(iter_rows(opts.input), sample * 4):
+        text = "" if row.error else scorer.normalise(join_fields(row.data.get(f) for f in fields))
+        if text:
+            texts.append(text)
+        if len(texts) >= sample:
+            break
+    reference = scorer.score(texts)[0] if texts else np.zeros((0, 1))
+    tag = runtime.apply(scorer, opts.runtime, opts.quantize, opts.precision, opts.threads)
+    probs = scorer.score(texts)[0] if texts else reference
+    agreement = float((probs.argmax(1) == reference.argmax(1)).mean()) if texts else 1.0
+    drift = float(np.abs(probs - reference).max()) if texts else 0.0
+    print(f"{tag[1:]}: label agreement with the float model on the first {len(texts)} documents {agreement:.1%}, "
+          f"max probability difference {drift:.4f}", file=sys.stderr)
+    if agreement < opts.min_agreement:
+        raise PipelineError(f"{tag[1:]} agrees with the float model on only {agreement:.1%} of the first "
+                            f"{len(texts)} documents (< {opts.min_agreement:.0%}); use the default runtime")
+    return tag
 
 
 def windows(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
@@ -230,8 +258,6 @@ def predict(opts: PredictOptions) -> Summary:
     errors_path = Path(opts.output + ".errors.jsonl")
     _trim_errors(errors_path, start_after)
     predictor = Predictor(scorer, name, opts)
-    if opts.quantize == "int8":
-        report_int8_agreement(scorer, opts)
     shard_i, shard_n = opts.shard
     rows = (r for n, r in enumerate(iter_rows(opts.input)) if n % shard_n == shard_i and r.line > start_after)
     summary, started = Summary(), time.time()
@@ -267,30 +293,3 @@ def _progress(opts: PredictOptions, start_after: int) -> Any:
     if total is not None and start_after:
         total = None  # a resumed job does not know how many rows are left
     return tqdm(total=total, unit="doc", desc="classifying", file=sys.stderr, dynamic_ncols=True)
-
-
-def report_int8_agreement(scorer: Scorer, opts: PredictOptions, sample: int = 64) -> float:
-    """Quantise the linear layers to int8 and print how often it agrees with float on the input's first docs."""
-    import torch
-
-    float_model = scorer.model
-    texts = []
-    fields = opts.text_fields or scorer.cfg.data.text_fields
-    for row in iter_rows(opts.input):
-        if row.error or not row.data:
-            continue
-        text = scorer.normalise(join_fields(row.data.get(f) for f in fields))
-        if text:
-            texts.append(text)
-        if len(texts) >= sample:
-            break
-    reference = scorer.score(texts)[0].argmax(1) if texts else np.zeros(0)
-    scorer.model = torch.ao.quantization.quantize_dynamic(float_model.cpu(), {torch.nn.Linear}, dtype=torch.qint8)
-    scorer.device = torch.device("cpu")
-    agreement = float((scorer.score(texts)[0].argmax(1) == reference).mean()) if texts else 1.0
-    print(f"int8: label agreement with the float model on the first {len(texts)} documents: {agreement:.1%}",
-          file=sys.stderr)
-    if agreement < opts.min_agreement:
-        raise PipelineError(f"--quantize int8 agrees with the float model on only {agreement:.1%} of the first "
-                            f"{len(texts)} documents (< {opts.min_agreement:.0%}); run without --quantize")
-    return agreement

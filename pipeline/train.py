@@ -190,11 +190,53 @@ def _compute_metrics(labels: LabelMap, enc: Encoded, y: list[int]) -> Any:
     return compute
 
 
+@torch.inference_mode()
+def head_inputs(model: Classifier, tokenizer: Any, input_ids: list[list[int]], batch_size: int) -> np.ndarray:
+    """What the classifier layer sees for each input (pooled features), captured with a forward hook."""
+    captured: list[np.ndarray] = []
+    hook = model.inner.classifier.register_forward_hook(
+        lambda _m, args, _o: captured.append(args[0].float().cpu().numpy()))
+    try:
+        run_logits(model, tokenizer, sorted(input_ids, key=len), batch_size, next(model.parameters()).device)
+    finally:
+        hook.remove()
+    feats = np.concatenate(captured)
+    order = np.argsort([len(x) for x in input_ids], kind="stable")
+    out = np.empty_like(feats)
+    out[order] = feats
+    return out
+
+
+def linear_probe(model: Classifier, tokenizer: Any, enc: Encoded, y: list[int], n_labels: int, seed: int) -> float:
+    """LP-FT: fit the head on frozen features (balanced logistic regression) before fine-tuning the whole model."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = model.inner.classifier
+    if not isinstance(head, torch.nn.Linear):
+        raise ConfigError("train.linear_probe needs a linear classifier head")
+    model.eval()
+    feats = head_inputs(model, tokenizer, enc.input_ids, 32)
+    targets = np.asarray([y[d] for d in enc.doc_index])
+    probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed).fit(feats, targets)
+    weight = np.zeros((n_labels, feats.shape[1]), dtype=np.float32)
+    bias = np.full(n_labels, -10.0, dtype=np.float32)  # labels absent from training stay unlikely
+    weight[probe.classes_] = probe.coef_ if len(probe.classes_) > 2 else np.vstack([-probe.coef_, probe.coef_])
+    bias[probe.classes_] = probe.intercept_ if len(probe.classes_) > 2 else [-probe.intercept_[0],
+                                                                              probe.intercept_[0]]
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+    return float(probe.score(feats, targets))
+
+
 def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, out: Path,
         callbacks: list[Any]) -> tuple[Classifier, Trainer]:
     """Fine-tune with the HF Trainer; returns the best model by validation macro-F1."""
     model = Classifier(load_pretrained(cfg.model.name_or_path, labels), cfg.model.pooling)
     tr, va = splits["train"], splits["validation"]
+    resume = cfg.train.resume and any((out / "checkpoints").glob("checkpoint-*"))
+    if cfg.train.linear_probe and not resume:
+        linear_probe(model, tokenizer, tr["enc"], tr["y"], len(labels), cfg.train.seed)
     stop = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     trainer = _Optimised(
         model=model, args=training_args(cfg, out, len(tr["enc"].input_ids)),
@@ -203,7 +245,6 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
         compute_loss_func=weighted_loss(class_weights(cfg, labels, tr["y"])),
         compute_metrics=_compute_metrics(labels, va["enc"], va["y"]), callbacks=stop + callbacks,
         head_lr=cfg.train.head_learning_rate, lr_decay=cfg.train.layerwise_lr_decay)
-    resume = cfg.train.resume and any((out / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     return trainer.model, trainer
 

@@ -173,14 +173,26 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(model_dir, tmp_path, ext
     assert [(r["id"], r["label"], str(r["top"])) for r in got] == [(r["id"], r["label"], str(r["top"])) for r in want]
 
 
-def test_int8_agrees_with_float(model_dir, dump, tmp_path, capsys):
+@pytest.mark.parametrize(("flags", "tag"), [
+    (["--quantize", "int8"], "+int8"), (["--precision", "bf16"], "+bf16"), (["--runtime", "onnx"], "+onnx"),
+    (["--runtime", "onnx", "--quantize", "int8"], "+onnx-int8")])
+def test_faster_runtimes_agree_with_float(model_dir, dump, tmp_path, capsys, flags, tag):
+    if "onnx" in flags:
+        pytest.importorskip("onnxruntime")
     src = write_jsonl(tmp_path / "dump.jsonl", dump)
     _run(model_dir, src, tmp_path / "f.jsonl")
-    assert _run(model_dir, src, tmp_path / "q.jsonl", "--quantize", "int8", "--min-agreement", "0.9") == 0
-    assert "int8: label agreement with the float model" in capsys.readouterr().err
+    assert _run(model_dir, src, tmp_path / "q.jsonl", *flags, "--min-agreement", "0.9") == 0
+    assert f"{tag[1:]}: label agreement with the float model on the first" in capsys.readouterr().err
     f, q = _read(tmp_path / "f.jsonl"), _read(tmp_path / "q.jsonl")
     assert sum(a["label"] == b["label"] for a, b in zip(f, q, strict=True)) / len(f) >= 0.9
-    assert q[0]["model"].endswith("+int8")
+    assert q[0]["model"].endswith(tag)
+
+
+def test_runtime_refused_below_agreement(model_dir, dump, tmp_path, capsys):
+    src = write_jsonl(tmp_path / "dump.jsonl", dump)
+    assert _run(model_dir, src, tmp_path / "q.jsonl", "--quantize", "int8", "--min-agreement", "1.01") == 2
+    assert "use the default runtime" in capsys.readouterr().err
+    assert not (tmp_path / "q.jsonl").exists()
 
 
 def test_broken_model_directory_fails_at_start(model_dir, dump, tmp_path, capsys):

@@ -1,0 +1,136 @@
+"""Faster CPU runtimes for a fine-tuned model: torch bf16 or int8, and ONNX Runtime (graph-optimised, int8).
+
+Each is a drop-in replacement for `TransformerScorer.model`: called with padded
+`input_ids` and `attention_mask`, it returns an object with `.logits`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.model import Classifier
+
+ONNX_DIR = "onnx"
+
+
+class _Logits(torch.nn.Module):
+    """Exportable wrapper: tensors in, the logits tensor out."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits only."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class Bf16Model(torch.nn.Module):
+    """Runs the float model under CPU bf16 autocast (fast where the CPU has AVX512-BF16 or AMX)."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, **batch: torch.Tensor) -> Any:
+        """Logits computed in bf16, returned as float32."""
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = self.model(**batch).logits
+        return SimpleNamespace(logits=logits.float())
+
+
+class OrtModel:
+    """An ONNX Runtime session that quacks like the torch model for `run_logits`."""
+
+    def __init__(self, path: Path, config: Any, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.config = config
+
+    def eval(self) -> OrtModel:
+        """No training mode to leave."""
+        return self
+
+    def parameters(self) -> Any:
+        """run_logits asks for a device through the first parameter."""
+        yield torch.zeros(1)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> Any:
+        """Logits from the ONNX graph."""
+        feeds = {"input_ids": input_ids.cpu().numpy().astype(np.int64),
+                 "attention_mask": attention_mask.cpu().numpy().astype(np.int64)}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
+
+
+def _stamp(model_dir: Path) -> dict[str, Any]:
+    weights = model_dir / "model.safetensors"
+    stat = weights.stat()
+    return {"weights_size": stat.st_size, "weights_mtime": stat.st_mtime_ns}
+
+
+def export_onnx(model: Classifier, tokenizer: Any, model_dir: Path, quantize: bool) -> Path:
+    """Export once (cached in MODEL/onnx/), fuse attention with ORT's transformer optimizer, optionally int8."""
+    out = model_dir / ONNX_DIR
+    target = out / ("model.int8.onnx" if quantize else "model.opt.onnx")
+    stamp_file = out / "stamp.json"
+    if target.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == _stamp(model_dir):
+        return target
+    try:
+        import onnxruntime  # noqa: F401
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError:
+        raise PipelineError("--runtime onnx needs onnxruntime and onnx: pip install onnx onnxruntime") from None
+    out.mkdir(exist_ok=True)
+    raw, opt = out / "model.onnx", out / "model.opt.onnx"
+    sample = tokenizer.pad({"input_ids": [[0, 5, 6, 2], [0, 7, 2]]}, padding=True, return_tensors="pt")
+    torch.onnx.export(_Logits(model).eval(), (sample["input_ids"], sample["attention_mask"]), str(raw),
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                    "logits": {0: "batch"}}, dynamo=False)
+    cfg = model.config
+    optimize_model(str(raw), model_type="bert", num_heads=cfg.num_attention_heads,
+                   hidden_size=cfg.hidden_size).save_model_to_file(str(opt))
+    if quantize:
+        import onnx
+
+        # the fused graph has ops shape inference cannot type; their weights are float
+        quantize_dynamic(str(opt), str(target), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    raw.unlink(missing_ok=True)
+    stamp_file.write_text(json.dumps(_stamp(model_dir)))
+    return target
+
+
+def apply(scorer: Any, runtime: str, quantize: str, precision: str, threads: int | None) -> str:
+    """Swap the scorer's model for the requested runtime; returns a tag for the output's `model` field."""
+    if runtime == "torch" and quantize == "none" and precision == "fp32":
+        return ""
+    if scorer.kind != "transformer":
+        raise PipelineError("--runtime, --quantize and --precision apply to transformer models only")
+    if runtime == "onnx":
+        if precision != "fp32":
+            raise PipelineError("--precision bf16 applies to --runtime torch")
+        path = export_onnx(scorer.model.cpu().eval(), scorer.tokenizer, scorer.directory, quantize == "int8")
+        scorer.model, scorer.device = OrtModel(path, scorer.model.config, threads), torch.device("cpu")
+        return "+onnx" + ("-int8" if quantize == "int8" else "")
+    if quantize == "int8":
+        scorer.model = torch.ao.quantization.quantize_dynamic(scorer.model.cpu(), {torch.nn.Linear},
+                                                              dtype=torch.qint8)
+        scorer.device = torch.device("cpu")
+        return "+int8"
+    scorer.model = Bf16Model(scorer.model)
+    return "+bf16"
