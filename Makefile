@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEMO := -c configs/demo.yaml
-DEMO_MODEL := models/demo-e5-small-mean-ht256
+DEMO_MODEL := models/demo-e5-small-mean-ht384
 DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help
@@ -51,6 +51,13 @@ demo: install ## the main job on the embedded default: backbone, prepare, baseli
 	echo "  evaluation:        $(DEMO_OUT)/eval/"; \
 	echo "  predictions:       $(DEMO_OUT)/predictions.jsonl (+ .errors.jsonl)"; \
 	echo "  MLflow UI:         make ui, then open http://127.0.0.1:5000"
+
+bench: install ## benchmarks on ../shared/data: accuracy (security, ANT) and predictor throughput; results in benchmarks/results/
+	$(PY) benchmarks/accuracy.py security
+	$(PY) benchmarks/accuracy.py ant
+	test -f $(DEMO_MODEL)/model.safetensors || $(MAKE) demo
+	$(PY) benchmarks/predict_throughput.py --model $(DEMO_MODEL)
+	$(PY) benchmarks/report.py
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 against the project's store (sqlite:///mlflow.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000

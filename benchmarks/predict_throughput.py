@@ -4,7 +4,7 @@ Same model, same documents, same batch size and truncation (`head`, model.max_le
 label agreement for each runtime of `pipeline predict`; then peak RSS of the predictor on 2,000 vs 20,000
 documents (a streaming predictor's memory must not grow with the dump).
 
-    python benchmarks/predict_throughput.py --model models/demo-e5-small-mean-ht256
+    python benchmarks/predict_throughput.py --model models/demo-e5-small-mean-ht384
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def peak_rss(model: Path, inp: Path, out: Path, extra: list[str]) -> float:
 def main() -> None:
     """Run the benchmark and write benchmarks/results/predict_throughput.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=ROOT / "models/demo-e5-small-mean-ht256")
+    ap.add_argument("--model", type=Path, default=ROOT / "models/demo-e5-small-mean-ht384")
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,14 @@ def _cut_partial_line(path: Path) -> None:
         fh.truncate(0)
 
 
-class JsonlSink:
-    """One JSON object per line."""
+class _TextSink:
+    """A text file of rows that a crash can only cut at its end."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
 
     def recover(self) -> int:
         """Drop a partial last row; return the input line of the last complete row (0 if none)."""
@@ -54,54 +58,48 @@ class JsonlSink:
             return 0
         _cut_partial_line(self.path)
         last = 0
-        with open(self.path, "rb") as fh:
-            for raw in fh:
-                last = json.loads(raw)["line"]
+        for row in self._rows():
+            last = int(row["line"])
         return last
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows and make them durable."""
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    def _append(self, text: str) -> None:
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(text)
             _durable(fh)
 
     def close(self) -> None:
-        """Nothing to finalise."""
+        """Nothing to finalise: every chunk is already complete on disk."""
 
 
-class CsvSink:
+class JsonlSink(_TextSink):
+    """One JSON object per line."""
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, "rb") as fh:
+            yield from (json.loads(raw) for raw in fh)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows and make them durable."""
+        self._append("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+class CsvSink(_TextSink):
     """CSV with a header; nested fields (flags, top) as JSON strings."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def recover(self) -> int:
-        """Drop a partial last row; return the input line of the last complete row."""
-        if not self.path.exists():
-            return 0
-        _cut_partial_line(self.path)
-        last = 0
+    def _rows(self) -> Iterator[dict[str, Any]]:
         with open(self.path, encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                last = int(row["line"])
-        return last
+            yield from csv.DictReader(fh)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         """Append rows (header first when the file is new) and make them durable."""
-        new = not self.path.exists() or self.path.stat().st_size == 0
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-        if new:
+        if not self.path.exists() or self.path.stat().st_size == 0:
             writer.writeheader()
         for r in rows:
             writer.writerow({**r, "flags": json.dumps(r["flags"]), "top": json.dumps(r["top"], ensure_ascii=False),
                              "id": "" if r["id"] is None else str(r["id"]).replace("\n", " ")})
-        with open(self.path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-            _durable(fh)
-
-    def close(self) -> None:
-        """Nothing to finalise."""
+        self._append(buf.getvalue())
 
 
 class ParquetSink:

@@ -127,3 +127,36 @@ def test_epoch_metrics_match_final_evaluation(trained):
     best = max(h["eval_macro_f1"] for h in history)
     # the final (calibrated) model is the best epoch; temperature scaling never changes the argmax
     assert result.metrics["validation"]["macro_f1"] == pytest.approx(best)
+
+
+def test_linear_probe_fits_the_head_on_frozen_features(trained, tiny_bert):
+    from pipeline.model import Classifier, TextEncoder, load_pretrained, load_tokenizer
+    from pipeline.train import linear_probe
+
+    cfg, _ = trained
+    labels = LabelMap.load(trained[1].model_dir)
+    tok = load_tokenizer(str(tiny_bert))
+    rows = load_split(cfg, "train")
+    enc = TextEncoder(tok, cfg.model).encode([r["text"] for r in rows])
+    y = [labels.label2id[r["label"]] for r in rows]
+    model = Classifier(load_pretrained(str(tiny_bert), labels), "mean")
+    before = model.inner.classifier.weight.detach().clone()
+    train_acc = linear_probe(model, tok, enc, y, len(labels), seed=0)
+    assert train_acc >= 0.9  # the random-init encoder's mean features already separate the fixture
+    assert not torch.equal(before, model.inner.classifier.weight)
+    from pipeline.model import run_logits
+
+    logits = run_logits(model, tok, enc.input_ids, 16)
+    assert (logits.argmax(1) == np.asarray(y)).mean() == pytest.approx(train_acc)
+
+
+@pytest.mark.parametrize("strategy", ["head", "head_tail", "chunks"])
+def test_saved_model_scores_a_document_five_times_too_long(trained, strategy):
+    _, result = trained
+    scorer = TransformerScorer(result.model_dir)
+    scorer.set_long_text(strategy)
+    long_doc = " ".join(["غارات قصف الجيش القوات الجوية الدبابات"] * 60)  # > 5 x 64 tokens
+    probs, tokens = scorer.score([long_doc, "مباراة الفريق"])
+    assert tokens[0] > 5 * 64 and probs.shape == (2, 7)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert probs[0].argmax() == 4  # military_operation

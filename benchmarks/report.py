@@ -1,0 +1,70 @@
+"""Render benchmarks/results/*.json as markdown tables, into benchmarks/results/RESULTS.md and the README."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def accuracy_table(name: str, r: dict) -> str:
+    """Baseline vs fine-tuned on one dataset's test split, with per-class F1."""
+    rows = [("TF-IDF + logistic regression", r["baseline"])]
+    if "fine_tuned" in r:
+        tuned = r["fine_tuned"]
+        note = f" (trained on {tuned['subset']} articles)" if tuned.get("subset") else ""
+        rows.append((f"e5-small fine-tuned, CPU{note}", tuned))
+    labels = list(rows[0][1]["per_class_f1"])
+    head = "| model | accuracy | macro-F1 | weighted-F1 | ECE | " + " | ".join(labels) + " |"
+    lines = [f"**{name}** (test split of {sum(r['data_report']['label_counts']['test'].values())} articles)", "",
+             head, "|---" * (5 + len(labels)) + "|"]
+    for label, m in rows:
+        cells = [f"{m[k]:.3f}" for k in ("accuracy", "macro_f1", "weighted_f1", "ece")]
+        cells += [f"{m['per_class_f1'][lb]:.2f}" for lb in labels]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cv = r.get("baseline_cv")
+    if cv:
+        lines.append(f"\nBaseline {cv['folds']}-fold cross-validation macro-F1: {cv['macro_f1_mean']:.3f} "
+                     f"± {cv['macro_f1_std']:.3f}.")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    """All available results as markdown."""
+    parts = []
+    for key, title in (("security", "Security taxonomy (7 labels)"), ("ant", "ANT topics (6 labels)")):
+        path = RESULTS / f"{key}.json"
+        if path.is_file():
+            parts.append(accuracy_table(title, json.loads(path.read_text())))
+    path = RESULTS / "predict_throughput.json"
+    if path.is_file():
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("pt", ROOT / "benchmarks" / "predict_throughput.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        t = json.loads(path.read_text())
+        parts.append(f"**Predictor throughput** ({t['model']}, {t['docs']} real articles, batch {t['batch_size']}, "
+                     f"{t['threads']} threads, truncation `{t['truncation']}` at {t['max_length']} tokens)\n\n"
+                     + module.table(t))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    """Write RESULTS.md and replace the README section between the result markers."""
+    text = render()
+    (RESULTS / "RESULTS.md").write_text(text + "\n", encoding="utf-8")
+    readme = ROOT / "README.md"
+    content = readme.read_text(encoding="utf-8")
+    if START in content:
+        content = re.sub(f"{START}.*{END}", f"{START}\n{text}\n{END}", content, flags=re.S)
+        readme.write_text(content, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
