@@ -61,6 +61,14 @@ def subset_file(cfg: Any, n: int) -> Path:
     return write_jsonl(RESULTS / "work" / f"{cfg.data.name}-train-{n}.jsonl", keep)
 
 
+def settings(cfg: Any) -> str:
+    """The fine-tuning recipe in one line, for the results table."""
+    m, t = cfg.model, cfg.train
+    return (f"{Path(m.name_or_path).name}, {m.pooling} pooling, {m.long_text} {m.max_length} tokens, "
+            f"{t.epochs:g} epochs at lr {t.learning_rate:g} (head {t.head_learning_rate or t.learning_rate:g}), "
+            f"class weights {t.class_weights}, linear probe first: {t.linear_probe}")
+
+
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The test figures worth publishing."""
     test = metrics["test"]
@@ -101,7 +109,8 @@ def main() -> None:
         if spec.get("subset"):
             tuned_cfg = _reuse_splits(tuned_cfg, cfg, subset_file(cfg, spec["subset"]))
         run = train(tuned_cfg)
-        result["fine_tuned"] = summary(run.metrics) | {"run": run.model_dir.name, "subset": spec.get("subset")}
+        result["fine_tuned"] = summary(run.metrics) | {"run": run.model_dir.name, "subset": spec.get("subset"),
+                                                       "settings": settings(tuned_cfg)}
         print("fine-tuned", json.dumps(result["fine_tuned"]), flush=True)
     result["wall_seconds"] = round(time.time() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)

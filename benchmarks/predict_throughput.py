@@ -110,8 +110,9 @@ def main() -> None:
     work = RESULTS / "work"
     work.mkdir(parents=True, exist_ok=True)
     docs = articles(args.docs)
-    inp = work / "docs.jsonl"
+    inp, warm = work / "docs.jsonl", work / "warmup.jsonl"
     inp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    warm.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[:64]), encoding="utf-8")
     texts = [scorer.normalise(f"{d['title']}\n{d['text']}") for d in docs]
 
     ref = reference_pipeline(args.model, cfg.model.pooling, args.batch_size, cfg.model.max_length)
@@ -123,7 +124,7 @@ def main() -> None:
              "speedup": 1.0, "agreement": 1.0}]
     for name, extra in RUNTIMES.items():
         out = work / f"pred-{name.replace(' ', '-')}.jsonl"
-        run_predictor(args.model, inp, out, args.batch_size, args.threads, extra)  # warm-up: exports, caches
+        run_predictor(args.model, warm, out, args.batch_size, args.threads, extra)  # warm-up: exports, caches
         seconds = run_predictor(args.model, inp, out, args.batch_size, args.threads, extra)
         labels = [json.loads(x)["label"] for x in out.read_text(encoding="utf-8").splitlines()]
         rows.append({"runtime": f"pipeline predict, {name}", "docs_per_s": len(docs) / seconds,

@@ -26,6 +26,9 @@ def accuracy_table(name: str, r: dict) -> str:
         cells = [f"{m[k]:.3f}" for k in ("accuracy", "macro_f1", "weighted_f1", "ece")]
         cells += [f"{m['per_class_f1'][lb]:.2f}" for lb in labels]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "fine_tuned" in r and r["fine_tuned"].get("settings"):
+        minutes = (r["fine_tuned"].get("train_seconds") or 0) / 60
+        lines.append(f"\nFine-tuned: {r['fine_tuned']['settings']}; {minutes:.0f} min of training on 2 CPU cores.")
     cv = r.get("baseline_cv")
     if cv:
         lines.append(f"\nBaseline {cv['folds']}-fold cross-validation macro-F1: {cv['macro_f1_mean']:.3f} "

@@ -251,6 +251,8 @@ def _trim_errors(path: Path, after: int) -> None:
 def predict(opts: PredictOptions) -> Summary:
     """Classify a dump into `opts.output`; resumable, sharded, in input order."""
     sink = open_sink(opts.output)
+    if opts.input != "-" and not Path(opts.input).exists():
+        raise DataError(f"{opts.input}: input not found")
     detect_format(opts.input)
     scorer, name = load(opts)
     Path(opts.output).parent.mkdir(parents=True, exist_ok=True)

@@ -209,6 +209,11 @@ def test_broken_model_directory_fails_at_start(model_dir, dump, tmp_path, capsys
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_missing_input_is_one_line(model_dir, tmp_path, capsys):
+    assert _run(model_dir, tmp_path / "nope.jsonl", tmp_path / "o.jsonl") == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nope.jsonl'}: input not found\n"
+
+
 def test_programmatic_api(model_dir, dump, tmp_path):
     src = write_jsonl(tmp_path / "dump.jsonl", dump)
     summary = predict(PredictOptions(model=str(model_dir), input=str(src), output=str(tmp_path / "o.csv"),
