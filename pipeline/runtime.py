@@ -108,8 +108,10 @@ def export_onnx(model: Classifier, tokenizer: Any, model_dir: Path, quantize: bo
         import onnx
 
         # the fused graph has ops shape inference cannot type; their weights are float
-        quantize_dynamic(str(opt), str(target), weight_type=QuantType.QInt8,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        # per-channel scales keep e5's outlier weights; the small classifier head stays float
+        head = [n.name for n in onnx.load(str(opt), load_external_data=False).graph.node if "classifier" in n.name]
+        quantize_dynamic(str(opt), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=head, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     raw.unlink(missing_ok=True)
     stamp_file.write_text(json.dumps(_stamp(model_dir)))
     return target
@@ -128,8 +130,12 @@ def apply(scorer: Any, runtime: str, quantize: str, precision: str, threads: int
         scorer.model, scorer.device = OrtModel(path, scorer.model.config, threads), torch.device("cpu")
         return "+onnx" + ("-int8" if quantize == "int8" else "")
     if quantize == "int8":
-        scorer.model = torch.ao.quantization.quantize_dynamic(scorer.model.cpu(), {torch.nn.Linear},
-                                                              dtype=torch.qint8)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # per-channel int8 for the encoder's linear layers; the classifier head stays float
+        spec = {name: per_channel_dynamic_qconfig for name, module in scorer.model.named_modules()
+                if isinstance(module, torch.nn.Linear) and "classifier" not in name}
+        scorer.model = quantize_dynamic(scorer.model.cpu(), spec, dtype=torch.qint8)
         scorer.device = torch.device("cpu")
         return "+int8"
     scorer.model = Bf16Model(scorer.model)
