@@ -98,7 +98,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rss-docs", type=int, nargs=2, default=[2000, 20000])
+    ap.add_argument("--rss-docs", type=int, nargs=2, default=[2000, 20000],
+                    help="0 0: skip the memory runs and keep the previous figures")
     ap.add_argument("--rss-runtime", default="onnx int8", choices=list(RUNTIMES))
     args = ap.parse_args()
     if not SHARED.is_dir():
@@ -138,8 +139,13 @@ def main() -> None:
         print(f"{rows[-1]['runtime']:<34} {rows[-1]['docs_per_s']:7.1f} docs/s  x{rows[-1]['speedup']:.2f}  "
               f"agreement {rows[-1]['agreement']:.2%}", flush=True)
 
-    rss = {}
-    for n in args.rss_docs:
+    rss: dict[int, float] = {}
+    previous = RESULTS / "predict_throughput.json"
+    if args.rss_docs == [0, 0] and previous.is_file():  # speed only: keep the last memory measurement
+        old = json.loads(previous.read_text())
+        rss = {int(k): v for k, v in old["peak_rss_mib"].items()}
+        args.rss_docs, args.rss_runtime = list(rss), old["rss_runtime"]
+    for n in [] if rss else args.rss_docs:
         path = work / f"rss-{n}.jsonl"
         path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in articles(n)), encoding="utf-8")
         rss[n] = peak_rss(args.model, path, work / f"rss-{n}.out.jsonl", RUNTIMES[args.rss_runtime])

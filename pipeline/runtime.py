@@ -18,6 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.model import Classifier
 
 ONNX_DIR = "onnx"
+EXPORT_VERSION = 2  # bump when export or quantisation changes, so cached graphs are rebuilt
 
 
 class _Logits(torch.nn.Module):
@@ -78,7 +79,14 @@ class OrtModel:
 def _stamp(model_dir: Path) -> dict[str, Any]:
     weights = model_dir / "model.safetensors"
     stat = weights.stat()
-    return {"weights_size": stat.st_size, "weights_mtime": stat.st_mtime_ns}
+    return {"weights_size": stat.st_size, "weights_mtime": stat.st_mtime_ns, "export_version": EXPORT_VERSION}
+
+
+def _keep_float(name: str) -> bool:
+    """Layers int8 would damage: the classifier head, and each FFN's second projection, whose GELU inputs
+    carry the activation outliers that per-tensor dynamic quantisation flattens."""
+    name = name.replace("/", ".")
+    return "classifier" in name or (".output.dense" in name and ".attention." not in name)
 
 
 def export_onnx(model: Classifier, tokenizer: Any, model_dir: Path, quantize: bool) -> Path:
@@ -108,10 +116,9 @@ def export_onnx(model: Classifier, tokenizer: Any, model_dir: Path, quantize: bo
         import onnx
 
         # the fused graph has ops shape inference cannot type; their weights are float
-        # per-channel scales keep e5's outlier weights; the small classifier head stays float
-        head = [n.name for n in onnx.load(str(opt), load_external_data=False).graph.node if "classifier" in n.name]
+        keep = [n.name for n in onnx.load(str(opt), load_external_data=False).graph.node if _keep_float(n.name)]
         quantize_dynamic(str(opt), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=head, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         nodes_to_exclude=keep, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     raw.unlink(missing_ok=True)
     stamp_file.write_text(json.dumps(_stamp(model_dir)))
     return target
@@ -132,9 +139,8 @@ def apply(scorer: Any, runtime: str, quantize: str, precision: str, threads: int
     if quantize == "int8":
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        # per-channel int8 for the encoder's linear layers; the classifier head stays float
         spec = {name: per_channel_dynamic_qconfig for name, module in scorer.model.named_modules()
-                if isinstance(module, torch.nn.Linear) and "classifier" not in name}
+                if isinstance(module, torch.nn.Linear) and not _keep_float(name)}
         scorer.model = quantize_dynamic(scorer.model.cpu(), spec, dtype=torch.qint8)
         scorer.device = torch.device("cpu")
         return "+int8"

@@ -152,8 +152,12 @@ def _requirements() -> list[str]:
 
 
 def _pyfunc_base() -> type:
+    import warnings
+
     import mlflow.pyfunc
 
+    # predict() takes no type hints on purpose (mlflow would turn them into a schema); silence its advice
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
     return mlflow.pyfunc.PythonModel
 
 
@@ -270,7 +274,7 @@ def list_runs(cfg: Config, experiment: str | None = None, sort: str = "test_macr
                      "epochs": p.get("train.epochs", "") if t.get("kind") == "train" else "",
                      "max_len": p.get("model.max_length", "") if t.get("kind") == "train" else "",
                      "test_macro_f1": m.get("test_macro_f1"), "test_accuracy": m.get("test_accuracy"),
-                     "minutes": round((end - r.info.start_time) / 60000, 1), "status": r.info.status})
+                     "minutes": f"{(end - r.info.start_time) / 60000:.1f}", "status": r.info.status})
     rows.sort(key=lambda row: -(row.get(sort) if isinstance(row.get(sort), int | float) else float("-inf")))
     return rows
 
