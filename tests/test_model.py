@@ -3,7 +3,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
-from tests_helpers import ROOT
+from conftest import ROOT
 
 from pipeline.config import LabelsConfig, ModelConfig
 from pipeline.errors import ModelError
