@@ -251,6 +251,8 @@ def _trim_errors(path: Path, after: int) -> None:
 def predict(opts: PredictOptions) -> Summary:
     """Classify a dump into `opts.output`; resumable, sharded, in input order."""
     sink = open_sink(opts.output)
+    if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
+        raise DataError(f"--threshold {opts.threshold:g}: expected a confidence between 0 and 1")
     if opts.input != "-" and not Path(opts.input).exists():
         raise DataError(f"{opts.input}: input not found")
     detect_format(opts.input)

@@ -80,10 +80,18 @@ def test_output_rows_carry_everything(model_dir, dump, tmp_path):
 
 def test_threshold_drives_needs_review(model_dir, dump, tmp_path):
     src = write_jsonl(tmp_path / "dump.jsonl", dump)
-    _run(model_dir, src, tmp_path / "lo.jsonl", "--threshold", "0")
-    _run(model_dir, src, tmp_path / "hi.jsonl", "--threshold", "1.0")
-    assert not any("low_confidence" in r["flags"] for r in _read(tmp_path / "lo.jsonl"))
-    assert all(r["needs_review"] and "low_confidence" in r["flags"] for r in _read(tmp_path / "hi.jsonl"))
+    for t in (0.0, 0.5, 0.9, 1.0):
+        _run(model_dir, src, tmp_path / f"t{t}.jsonl", "--threshold", str(t))
+        rows = _read(tmp_path / f"t{t}.jsonl")
+        assert all(("low_confidence" in r["flags"]) == (r["confidence"] < t) for r in rows)
+        assert all(r["needs_review"] == bool(r["flags"] or r["error"]) for r in rows)
+    assert not any(r["needs_review"] for r in _read(tmp_path / "t0.0.jsonl"))
+
+
+def test_threshold_out_of_range(model_dir, dump, tmp_path, capsys):
+    src = write_jsonl(tmp_path / "dump.jsonl", dump)
+    assert _run(model_dir, src, tmp_path / "o.jsonl", "--threshold", "1.5") == 2
+    assert "--threshold 1.5: expected a confidence between 0 and 1" in capsys.readouterr().err
 
 
 def test_bad_inputs_get_error_codes_and_the_rest_is_classified(model_dir, dump, tmp_path):
