@@ -32,11 +32,24 @@ def _run(model_dir, inp, out, *extra) -> int:
                  "--id-field", "url", *extra])
 
 
+def _same(got: list[dict], want: list[dict]) -> bool:
+    """Rows equal up to float noise: batch composition changes the last bits of a matmul, nothing else."""
+    def key(r):
+        return r["id"], r["line"], r["label"], r["error"], [t["label"] for t in r["top"]]
+
+    return [key(r) for r in got] == [key(r) for r in want] and all(
+        abs(a["confidence"] - b["confidence"]) < 1e-5 for a, b in zip(got, want, strict=True) if a["label"])
+
+
 def _read(path: Path) -> list[dict]:
+    """Output rows in JSONL's shape, whatever the format."""
     if path.suffix == ".parquet":
-        return pd.read_parquet(path).to_dict("records")
+        rows = pd.read_parquet(path).to_dict("records")
+        return [{**r, "top": [dict(t) for t in r["top"]], "flags": list(r["flags"])} for r in rows]
     if path.suffix == ".csv":
-        return pd.read_csv(path, dtype={"id": str}).to_dict("records")
+        rows = pd.read_csv(path, dtype={"id": str, "error": str, "label": str}, keep_default_na=False)
+        return [{**r, "top": json.loads(r["top"]), "flags": json.loads(r["flags"]), "error": r["error"] or None}
+                for r in rows.to_dict("records")]
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -124,7 +137,7 @@ def test_shards_together_equal_the_whole(model_dir, dump, tmp_path):
         _run(model_dir, src, tmp_path / f"s{i}.jsonl", "--shard", f"{i}/3")
         parts += _read(tmp_path / f"s{i}.jsonl")
     whole = _read(tmp_path / "all.jsonl")
-    assert sorted(parts, key=lambda r: r["line"]) == whole
+    assert _same(sorted(parts, key=lambda r: r["line"]), whole)
     assert len({r["id"] for r in parts}) == len(whole)
 
 
@@ -146,8 +159,9 @@ def test_resume_discards_a_partial_row_and_adds_nothing_twice(model_dir, dump, t
     out = tmp_path / "cut.jsonl"
     out.write_text("".join(full[:10]) + full[10][: len(full[10]) // 2], encoding="utf-8")  # died mid-row
     assert JsonlSink(out).recover() == json.loads(full[9])["line"]
+    assert out.read_text(encoding="utf-8") == "".join(full[:10])  # the cut row is gone, the rest untouched
     assert _run(model_dir, src, out, "--resume") == 0
-    assert out.read_text(encoding="utf-8") == "".join(full)
+    assert _same(_read(out), [json.loads(x) for x in full])
 
 
 @pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
@@ -178,7 +192,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(model_dir, tmp_path, ext
     subprocess.run([*cmd[:9], str(reference), *cmd[10:]], cwd=ROOT, check=True)
     got, want = _read(out), _read(reference)
     assert len(got) == len(rows) and len({r["id"] for r in got}) == len(rows)
-    assert [(r["id"], r["label"], str(r["top"])) for r in got] == [(r["id"], r["label"], str(r["top"])) for r in want]
+    assert _same(got, want)
 
 
 @pytest.mark.parametrize(("flags", "tag"), [
