@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import Scorer
+from pipeline.artifacts import Scorer, read_model_config
 from pipeline.errors import DataError, PipelineError
 from pipeline.readers import RawRow, detect_format, iter_rows
 from pipeline.sinks import open_sink
@@ -28,10 +28,10 @@ class PredictOptions:
     model: str
     input: str
     output: str
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the model config's predict section decides
     threshold: float | None = None
     top_k: int | None = None
-    device: str = "auto"
+    device: str | None = None
     threads: int | None = None
     resume: bool = False
     overwrite: bool = False
@@ -97,9 +97,11 @@ def load(opts: PredictOptions) -> tuple[Scorer, str]:
     from pipeline.evaluate import load_scorer
     from pipeline.model import set_threads
 
-    set_threads(opts.threads)
     directory, name = resolve_model(opts.model)
-    scorer = load_scorer(directory, device=opts.device, batch_size=opts.batch_size)
+    defaults = read_model_config(directory).predict
+    set_threads(opts.threads or defaults.threads)
+    scorer = load_scorer(directory, device=opts.device or defaults.device,
+                         batch_size=opts.batch_size or defaults.batch_size)
     if opts.long_text and scorer.kind == "transformer":
         scorer.set_long_text(opts.long_text)
     if (opts.runtime, opts.quantize, opts.precision) != ("torch", "none", "fp32"):
@@ -149,7 +151,7 @@ class Predictor:
         self.text_fields = opts.text_fields or cfg.data.text_fields
         self.id_field = opts.id_field or cfg.data.id_field
         self.threshold = cfg.predict.threshold if opts.threshold is None else opts.threshold
-        self.top_k = min(opts.top_k or len(self.labels), len(self.labels))
+        self.top_k = min(opts.top_k or cfg.predict.top_k or len(self.labels), len(self.labels))
         self.max_chars = cfg.predict.max_chars
         self.min_arabic = cfg.predict.min_arabic_share
         self.max_tokens = 4 * (cfg.model.max_length if scorer.kind == "transformer" else 10**9)
