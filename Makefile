@@ -55,8 +55,7 @@ demo: install ## the main job on the embedded default: backbone, prepare, baseli
 bench: install ## benchmarks on ../shared/data: accuracy (security, ANT) and predictor throughput; results in benchmarks/results/
 	$(PY) benchmarks/accuracy.py security
 	$(PY) benchmarks/accuracy.py ant
-	test -f $(DEMO_MODEL)/model.safetensors || $(MAKE) demo
-	$(PY) benchmarks/predict_throughput.py --model $(DEMO_MODEL)
+	$(PY) benchmarks/predict_throughput.py --model models/security-news-e5-small
 	$(PY) benchmarks/report.py
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 against the project's store (sqlite:///mlflow.db)

@@ -105,7 +105,8 @@ def main() -> None:
     result["baseline_cv"] = cross_validate(cfg)
     print("baseline", json.dumps(result["baseline"]), json.dumps(result["baseline_cv"]), flush=True)
     if not args.skip_transformer:
-        tuned_cfg = load_config([*files, *(ROOT / c for c in E5)], [*spec["train_overrides"], *args.overrides])
+        tuned_cfg = load_config([*files, *(ROOT / c for c in E5)], [
+            f"tracking.run_name={cfg.data.name}-e5-small", *spec["train_overrides"], *args.overrides])
         if spec.get("subset"):
             tuned_cfg = _reuse_splits(tuned_cfg, cfg, subset_file(cfg, spec["subset"]))
         run = train(tuned_cfg)

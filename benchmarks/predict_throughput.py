@@ -4,7 +4,7 @@ Same model, same documents, same batch size and truncation (`head`, model.max_le
 label agreement for each runtime of `pipeline predict`; then peak RSS of the predictor on 2,000 vs 20,000
 documents (a streaming predictor's memory must not grow with the dump).
 
-    python benchmarks/predict_throughput.py --model models/demo-e5-small-mean-ht384
+    python benchmarks/predict_throughput.py --model models/security-news-e5-small  # from accuracy.py security
 """
 
 from __future__ import annotations
@@ -82,9 +82,13 @@ def run_predictor(model: Path, inp: Path, out: Path, batch_size: int, threads: i
 
 
 def peak_rss(model: Path, inp: Path, out: Path, extra: list[str]) -> float:
-    """Peak RSS (MiB) of a predictor process classifying `inp`."""
-    cmd = [sys.executable, "-c", "import resource, sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
-           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)",
+    """Peak RSS (MiB) of a predictor process classifying `inp`.
+
+    Read from the child's own VmHWM: its ru_maxrss would start at this (large) parent's RSS at fork time.
+    """
+    cmd = [sys.executable, "-c", "import re, sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
+           "status = open('/proc/self/status').read(); "
+           "print(re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr); sys.exit(rc)",
            "predict", "--model", str(model), "--input", str(inp), "--output", str(out), "--overwrite", "--quiet",
            "--long-text", "head", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -94,7 +98,8 @@ def peak_rss(model: Path, inp: Path, out: Path, extra: list[str]) -> float:
 def main() -> None:
     """Run the benchmark and write benchmarks/results/predict_throughput.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=ROOT / "models/demo-e5-small-mean-ht384")
+    ap.add_argument("--model", type=Path, default=ROOT / "models/security-news-e5-small",
+                    help="a fine-tuned model directory (default: the one `accuracy.py security` trains)")
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -106,7 +111,7 @@ def main() -> None:
         print("skipped: ../shared/data is absent (the benchmark reads real articles from it)")
         return
     if not (args.model / "model.safetensors").is_file():
-        raise SystemExit(f"{args.model}: no fine-tuned model; run `make demo` first")
+        raise SystemExit(f"{args.model}: no fine-tuned model; run `python benchmarks/accuracy.py security` first")
     torch.set_num_threads(args.threads)
     from pipeline.artifacts import read_model_config
     from pipeline.evaluate import load_scorer
