@@ -75,6 +75,8 @@ class ModelConfig(_Section):
     chunk_stride: int = Field(64, ge=0)
     max_chunks: int = Field(8, ge=1)
     pooling: Literal["cls", "mean"] = "cls"
+    attention_dropout: float | None = Field(None, ge=0, lt=1, description="override the backbone's attention "
+                                            "dropout; 0 keeps torch's fused attention in training (2x on CPU)")
 
 
 class TrainConfig(_Section):
@@ -82,6 +84,9 @@ class TrainConfig(_Section):
     learning_rate: float = 5e-5
     head_learning_rate: float | None = None
     layerwise_lr_decay: float = Field(1.0, gt=0, le=1)
+    freeze_embeddings: bool = Field(False, description="keep the embedding layer fixed (a 250k-piece vocabulary "
+                                    "is most of a small model's weights; freezing it trains ~2x faster)")
+    freeze_layers: int = Field(0, ge=0, description="keep the lowest N encoder layers fixed")
     batch_size: int = 16
     eval_batch_size: int = 32
     gradient_accumulation_steps: int = 1

@@ -78,6 +78,13 @@ def test_classifier_head_has_label_names(tiny_bert):
     assert out.logits.shape == (1, 7)
 
 
+def test_attention_dropout_override(tiny_bert):
+    model = load_pretrained(str(tiny_bert), LABELS, attention_dropout=0.0)
+    assert model.config.attention_probs_dropout_prob == 0.0
+    assert model.bert.encoder.layer[0].attention.self.dropout.p == 0.0
+    assert load_pretrained(str(tiny_bert), LABELS).config.attention_probs_dropout_prob > 0  # the backbone's own
+
+
 def test_unknown_model_offline_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match=r"cannot load model 'aubmindlab/bert-base-arabertv02'.*unreachable.*"

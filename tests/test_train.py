@@ -8,10 +8,11 @@ from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from pipeline.config import load_config
 from pipeline.data import load_split, prepare
+from pipeline.errors import ConfigError
 from pipeline.evaluate import evaluate
 from pipeline.labels import LabelMap
 from pipeline.model import TransformerScorer
-from pipeline.train import class_weights, param_groups, train, weighted_loss
+from pipeline.train import class_weights, freeze, param_groups, precision_flags, train, weighted_loss
 
 
 def test_learns_the_fixture(trained):
@@ -118,6 +119,37 @@ def test_layerwise_learning_rates(trained):
     rates = sorted({g["lr"] for g in groups})
     assert rates == pytest.approx([1e-3 * 0.5 ** 3, 1e-3 * 0.5 ** 2, 1e-3 * 0.5, 1e-2])
     assert any(g["weight_decay"] == 0.0 for g in groups)
+
+
+def test_freezing_embeddings_and_lower_layers(trained):
+    _, result = trained
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    total = sum(p.numel() for p in model.parameters())
+    embeddings = sum(p.numel() for p in model.bert.embeddings.parameters())
+    layer0 = sum(p.numel() for p in model.bert.encoder.layer[0].parameters())
+    assert freeze(model, embeddings=True, layers=0) == total - embeddings
+    assert freeze(model, embeddings=True, layers=1) == total - embeddings - layer0
+    assert all(p.requires_grad for p in model.bert.encoder.layer[1].parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+    groups = param_groups(model, lr=1e-3, head_lr=None, decay=1.0, weight_decay=0.0)
+    assert sum(p.numel() for g in groups for p in g["params"]) == total - embeddings - layer0
+    with pytest.raises(ConfigError, match="freeze_layers=3, but the model has 2 layers"):
+        freeze(model, embeddings=False, layers=3)
+
+
+def test_precision_on_cpu(monkeypatch):
+    import pipeline.train as train_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    assert precision_flags("auto") == {"bf16": True, "fp16": False}
+    assert precision_flags("fp32") == {"bf16": False, "fp16": False}
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        precision_flags("fp16")
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    assert precision_flags("auto") == {"bf16": False, "fp16": False}
+    with pytest.raises(ConfigError, match="needs AVX512-BF16 or AMX"):
+        precision_flags("bf16")
 
 
 def test_epoch_metrics_match_final_evaluation(trained):
