@@ -7,7 +7,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,21 +105,20 @@ def load(opts: PredictOptions) -> tuple[Scorer, str]:
     if opts.long_text and scorer.kind == "transformer":
         scorer.set_long_text(opts.long_text)
     if (opts.runtime, opts.quantize, opts.precision) != ("torch", "none", "fp32"):
-        name += switch_runtime(scorer, opts)
+        name += switch_runtime(scorer, opts, Predictor(scorer, name, opts).text)
     return scorer, name
 
 
-def switch_runtime(scorer: Scorer, opts: PredictOptions, sample: int = 64) -> str:
+def switch_runtime(scorer: Scorer, opts: PredictOptions, text_of: Callable[[RawRow], str | None],
+                   sample: int = 64) -> str:
     """Move to a faster runtime only after it agrees with the float model on the input's first documents."""
     from pipeline import runtime
 
     if opts.input == "-":
         raise PipelineError("a faster runtime is checked against float on the input's first documents; give a file")
-    fields = opts.text_fields or scorer.cfg.data.text_fields
-    texts = []
+    texts: list[str] = []
     for row in itertools.islice(iter_rows(opts.input), sample * 4):
-        text = "" if row.error else scorer.normalise(join_fields(row.data.get(f) for f in fields))
-        if text:
+        if (text := text_of(row)) is not None:
             texts.append(text)
         if len(texts) >= sample:
             break
@@ -160,6 +159,10 @@ class Predictor:
         raw_id = row.data.get(self.id_field) if row.data else None
         return {"id": None if raw_id is None else str(raw_id), "line": row.line, "label": None, "confidence": None,
                 "needs_review": True, "flags": [], "top": [], "model": self.name, "error": row.error}
+
+    def text(self, row: RawRow) -> str | None:
+        """The normalised text of a row, or None where it has none to classify."""
+        return self._text(row, {"error": None})
 
     def _text(self, row: RawRow, out: dict[str, Any]) -> str | None:
         """The normalised text to classify, or None with an error code set."""
