@@ -23,7 +23,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 E5 = ["configs/exp/e5_small.yaml", "configs/exp/cpu.yaml"]
 DATASETS: dict[str, dict[str, Any]] = {
     "security": {"file": SHARED / "security-news/labelled.jsonl", "configs": ["configs/exp/security_news.yaml"],
-                 "train_overrides": ["train.epochs=5", "train.early_stopping_patience=2"]},
+                 "train_overrides": ["train.epochs=8", "train.early_stopping_patience=3"]},
     "ant": {"file": SHARED / "ant-topics/ant_multisource.jsonl.gz", "configs": ["configs/exp/ant_topics.yaml"],
             # the transformer on a stratified subset sized for about an hour on 2 CPU cores
             "train_overrides": ["train.epochs=2", "train.early_stopping_patience=null"], "subset": 3000},
