@@ -113,14 +113,21 @@ def precision_flags(choice: str) -> dict[str, bool]:
     return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
 
 
+def depth(name: str, n_layers: int) -> int:
+    """A parameter's place in the stack: 0 embeddings, 1..n_layers encoder layers, n_layers + 1 head and pooler."""
+    if ".encoder.layer." in name:
+        return int(name.split(".encoder.layer.")[1].split(".")[0]) + 1
+    return 0 if ".embeddings." in name else n_layers + 1
+
+
 def freeze(model: torch.nn.Module, embeddings: bool, layers: int) -> int:
     """Fix the embeddings and/or the lowest `layers` encoder layers; returns the trainable parameter count."""
     n_layers = getattr(model.config, "num_hidden_layers", 0)
     if layers > n_layers:
         raise ConfigError(f"train.freeze_layers={layers}, but the model has {n_layers} layers")
     for name, param in model.named_parameters():
-        if (embeddings and ".embeddings." in name) or (
-                ".encoder.layer." in name and int(name.split(".encoder.layer.")[1].split(".")[0]) < layers):
+        d = depth(name, n_layers)
+        if (embeddings and d == 0) or 1 <= d <= layers:
             param.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -169,13 +176,8 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr: float | None, decay
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if ".encoder.layer." in name:
-            depth = int(name.split(".encoder.layer.")[1].split(".")[0]) + 1
-        elif ".embeddings." in name:
-            depth = 0
-        else:
-            depth = n_layers + 1  # head and pooler
-        rate = (head_lr or lr) if depth == n_layers + 1 else lr * decay ** (n_layers + 1 - depth)
+        d = depth(name, n_layers)
+        rate = (head_lr or lr) if d == n_layers + 1 else lr * decay ** (n_layers + 1 - d)
         wd = 0.0 if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else weight_decay
         groups.setdefault((rate, wd), []).append(param)
     return [{"params": p, "lr": rate, "weight_decay": wd} for (rate, wd), p in groups.items()]
