@@ -33,15 +33,33 @@ def tracking_uri(cfg: Config | None = None) -> str:
         or DEFAULT_URI
 
 
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the block only, restoring what was there."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def connect(uri: str) -> Any:
-    """Point mlflow at `uri` and fail fast, in one line, when it cannot be reached."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    """Point mlflow at `uri` and fail fast, in one line, when it cannot be reached.
+
+    Only this probe runs without retries: once the store answered, a run's requests keep MLflow's retries with
+    backoff, so one dropped keep-alive connection mid-training does not kill the job.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     try:
-        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        with _environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # mlflow raises many types for a dead server
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise TrackingError(f"MLflow tracking store {uri} is unreachable ({reason}); start the server, "

@@ -1,9 +1,12 @@
 """MLflow against a real server started here: runs, params, metrics, artifacts, registry, pyfunc, failures."""
 
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -173,3 +176,71 @@ def test_bad_uri_for_predictor(server):
             resolve_model_uri("models:/no-such-model@champion")
         finally:
             os.environ.pop("MLFLOW_TRACKING_URI")
+
+
+class _DroppingProxy(http.server.ThreadingHTTPServer):
+    """Forwards to the MLflow server but closes every third POST without a response, as a server does when it
+    drops an idle keep-alive connection the client is about to reuse (the failure CI once hit mid-training)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream, self.posts, self.dropped = upstream, 0, 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _forward(self, body: bytes | None) -> None:
+                req = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
+                                             headers={"Content-Type": self.headers.get("Content-Type", "")})
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as r:
+                        status, payload, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as e:
+                    status, payload, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self):
+                self._forward(None)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                proxy.posts += 1
+                if proxy.posts % 3 == 0:
+                    proxy.dropped += 1
+                    self.close_connection = True
+                    return
+                self._forward(body)
+
+            def do_PUT(self):  # artifact uploads; PATCH and DELETE for logged models
+                self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            do_PATCH = do_DELETE = do_PUT
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_run_survives_dropped_connections(server, runs, tmp_path):
+    _, overrides, _, _, _ = runs
+    proxy = _DroppingProxy(server)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://127.0.0.1:{proxy.server_address[1]}"
+        cfg = load_config(overrides=[*overrides[:-1], "train.epochs=2", "tracking.run_name=flaky",
+                                     f"tracking.uri={uri}", f"data.processed_dir={tmp_path}",
+                                     "tracking.registered_model=null"])
+        prepare(cfg)
+        result = train(cfg)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        mlflow.set_tracking_uri(server)
+    assert proxy.dropped >= 3  # the run really met dropped requests, and retried them
+    run = mlflow.MlflowClient(server).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and "test_macro_f1" in run.data.metrics
+    assert "pipeline.yaml" in {a.path for a in mlflow.MlflowClient(server).list_artifacts(result.run_id)}
