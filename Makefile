@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEMO := -c configs/demo.yaml
-DEMO_MODEL := models/demo-e5-small-mean-ht384
+DEMO_MODEL := models/demo-e5-small-mean-chunks160
 DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help

@@ -124,7 +124,7 @@ def main() -> None:
     inp, warm = work / "docs.jsonl", work / "warmup.jsonl"
     inp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
     warm.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[:64]), encoding="utf-8")
-    texts = [scorer.normalise(f"{d['title']}\n{d['text']}") for d in docs]
+    texts = [cfg.model.text_prefix + scorer.normalise(f"{d['title']}\n{d['text']}") for d in docs]
 
     ref = reference_pipeline(args.model, cfg.model.pooling, args.batch_size, cfg.model.max_length)
     ref(texts[: args.batch_size])  # warm-up

@@ -75,6 +75,8 @@ class ModelConfig(_Section):
     chunk_stride: int = Field(64, ge=0)
     max_chunks: int = Field(8, ge=1)
     pooling: Literal["cls", "mean"] = "cls"
+    text_prefix: str = Field("", description='text put before every input (and every chunk), e.g. E5\'s "query: ", '
+                             "which E5 recommends for linear probing and classification")
     attention_dropout: float | None = Field(None, ge=0, lt=1, description="override the backbone's attention "
                                             "dropout; 0 keeps torch's fused attention in training (2x on CPU)")
 

@@ -121,6 +121,8 @@ class TextEncoder:
         bare = tokenizer("x", add_special_tokens=False)["input_ids"]
         start = next(i for i in range(len(probe)) if probe[i:i + len(bare)] == bare)
         self.prefix, self.suffix = probe[:start], probe[start + len(bare):]
+        if cfg.text_prefix:  # inside the special tokens, so every chunk starts with it
+            self.prefix = self.prefix + tokenizer(cfg.text_prefix.rstrip(), add_special_tokens=False)["input_ids"]
         self.budget = cfg.max_length - len(self.prefix) - len(self.suffix)
         if self.budget < 4:
             raise ModelError(f"model.max_length={cfg.max_length} leaves no room for text")

@@ -55,6 +55,20 @@ def test_long_document_strategies(tokenizer, strategy):
     assert out.doc_index.count(1) == 1
 
 
+@pytest.mark.parametrize("strategy", ["head", "chunks"])
+def test_text_prefix_starts_every_input(tokenizer, strategy):
+    cfg = ModelConfig(max_length=32, long_text=strategy, chunk_stride=8, text_prefix="query: ")
+    text, ids = _long_doc(tokenizer, 3 * 32)
+    prefix = tokenizer("query:", add_special_tokens=False)["input_ids"]
+    out = TextEncoder(tokenizer, cfg).encode([text, "قصير"])
+    assert len(out.input_ids) > 2 if strategy == "chunks" else len(out.input_ids) == 2
+    for x in out.input_ids:
+        assert len(x) <= 32 and x[0] == tokenizer.cls_token_id and x[1:1 + len(prefix)] == prefix
+    assert out.input_ids[0][1 + len(prefix):-1] == ids[:32 - 2 - len(prefix)]  # the prefix takes from the budget
+    short = tokenizer("query: قصير")["input_ids"]
+    assert out.input_ids[-1] == short  # same ids as tokenising the prefixed text whole
+
+
 def test_chunk_probabilities_average_per_document():
     probs = np.array([[0.8, 0.2], [0.4, 0.6], [0.1, 0.9]])
     assert np.allclose(average_by_doc(probs, [0, 0, 1], 2), [[0.6, 0.4], [0.1, 0.9]])
