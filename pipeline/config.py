@@ -98,6 +98,8 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = 2
     seed: int = 42
     resume: bool = False
+    keep_checkpoints: bool = Field(False, description="keep checkpoints/ after a run that finished (they exist "
+                                   "to resume a run that died; for e5-small they take 1.3 GB)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     logging_steps: int = 10
     max_steps: int = -1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,4 +329,6 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
         tracker.log_final(metrics, list(labels.ids))
         tracker.log_dir(out)
         tracker.log_model(out)
+    if not cfg.train.keep_checkpoints:  # the run finished and everything is written: nothing left to resume
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return RunResult(model_dir=out, metrics=metrics, run_id=tracker.run_id)

@@ -31,6 +31,14 @@ def test_model_directory_is_self_describing(trained):
     assert plain.config.id2label[0] == "recruitment"
     saved = load_config([result.model_dir / "pipeline.yaml"])
     assert saved == cfg  # the full resolved config, normaliser included
+    assert not (result.model_dir / "checkpoints").exists()  # removed once the run finished
+
+
+def test_kept_checkpoints_are_pruned(tmp_path, corpus, tiny_bert):
+    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
+                 "train.epochs=3", "train.keep_checkpoints=true"]
+    prepare(load_config(overrides=overrides))
+    result = train(load_config(overrides=overrides))
     checkpoints = list((result.model_dir / "checkpoints").glob("checkpoint-*"))
     assert 1 <= len(checkpoints) <= 2  # pruned to best and last
 
@@ -64,12 +72,15 @@ def test_same_seed_same_predictions(tmp_path, corpus, tiny_bert, trained):
     assert np.array_equal(a, b)
 
 
-class _StopAfter(TrainerCallback):
+class _CrashAfter(TrainerCallback):
+    """Dies right after the checkpoint of `epoch` is written, as a killed job would."""
+
     def __init__(self, epoch: int):
         self.epoch = epoch
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        control.should_training_stop = state.epoch >= self.epoch
+    def on_save(self, args, state, control, **kwargs):
+        if state.epoch >= self.epoch:
+            raise KeyboardInterrupt
 
 
 class _FirstStep(TrainerCallback):
@@ -85,7 +96,9 @@ def test_resume_continues_from_checkpoint(tmp_path, corpus, tiny_bert):
                  "train.epochs=4"]
     cfg = load_config(overrides=overrides)
     prepare(cfg)
-    train(cfg, callbacks=[_StopAfter(2)])  # the "crash" after epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[_CrashAfter(2)])
+    assert (tmp_path / "models").exists() and list(tmp_path.glob("models/*/checkpoints/checkpoint-*"))
     steps_per_epoch = -(-len(load_split(cfg, "train")) // 8)
     probe = _FirstStep()
     resumed = train(load_config(overrides=[*overrides, "train.resume=true"]), callbacks=[probe])
