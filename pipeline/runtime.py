@@ -102,12 +102,17 @@ def export_onnx(model: Classifier, tokenizer: Any, model_dir: Path, quantize: bo
         raise PipelineError("--runtime onnx needs onnxruntime and onnx: pip install onnx onnxruntime") from None
     out.mkdir(exist_ok=True)
     raw, opt = out / "model.onnx", out / "model.opt.onnx"
+    attention = model.inner.config._attn_implementation
     model.inner.set_attn_implementation("eager")  # the pattern ORT's optimizer fuses into one Attention op
-    sample = tokenizer.pad({"input_ids": [[0, 5, 6, 2], [0, 7, 2]]}, padding=True, return_tensors="pt")
-    torch.onnx.export(_Logits(model).eval(), (sample["input_ids"], sample["attention_mask"]), str(raw),
-                      input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=17,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                                    "logits": {0: "batch"}}, dynamo=False)
+    try:
+        sample = tokenizer.pad({"input_ids": [[0, 5, 6, 2], [0, 7, 2]]}, padding=True, return_tensors="pt")
+        torch.onnx.export(_Logits(model).eval(), (sample["input_ids"], sample["attention_mask"]), str(raw),
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=17,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
+                                        "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch"}},
+                          dynamo=False)
+    finally:
+        model.inner.set_attn_implementation(attention)  # the caller's model is left as it came
     cfg = model.config
     optimize_model(str(raw), model_type="bert", num_heads=cfg.num_attention_heads,
                    hidden_size=cfg.hidden_size).save_model_to_file(str(opt))

@@ -28,7 +28,9 @@ def test_onnx_export_fuses_attention_and_quantises_every_encoder_matmul(trained,
     model_dir = shutil.copytree(trained[1].model_dir, tmp_path / "model")
     scorer = load_scorer(model_dir)
     layers = scorer.model.config.num_hidden_layers
+    attention = scorer.model.inner.config._attn_implementation
     fp32 = _op_types(export_onnx(scorer.model, scorer.tokenizer, model_dir, quantize=False))
+    assert scorer.model.inner.config._attn_implementation == attention  # the caller's model is left as it came
     # one fused Attention op per layer: the unfused sdpa export spends a third of its time in Where/IsNaN
     assert fp32.count("Attention") == layers and "IsNaN" not in fp32 and "Softmax" not in fp32
     int8 = _op_types(export_onnx(scorer.model, scorer.tokenizer, model_dir, quantize=True))
