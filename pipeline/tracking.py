@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pandas as pd
 
@@ -33,21 +34,6 @@ def tracking_uri(cfg: Config | None = None) -> str:
         or DEFAULT_URI
 
 
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    """Set environment variables for the block only, restoring what was there."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def connect(uri: str) -> Any:
     """Point mlflow at `uri` and fail fast, in one line, when it cannot be reached.
 
@@ -58,7 +44,7 @@ def connect(uri: str) -> Any:
 
     mlflow.set_tracking_uri(uri)
     try:
-        with _environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        with mock.patch.dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # mlflow raises many types for a dead server
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__

@@ -167,15 +167,10 @@ def test_crashed_run_is_marked_failed(runs, tmp_path, corpus, tiny_bert):
     assert [r.info.status for r in found] == ["FAILED"]
 
 
-def test_bad_uri_for_predictor(server):
+def test_bad_uri_for_predictor(server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     with pytest.raises(PipelineError, match="cannot resolve models:/no-such-model@champion"):
-        import os
-
-        os.environ["MLFLOW_TRACKING_URI"] = server
-        try:
-            resolve_model_uri("models:/no-such-model@champion")
-        finally:
-            os.environ.pop("MLFLOW_TRACKING_URI")
+        resolve_model_uri("models:/no-such-model@champion")
 
 
 class _DroppingProxy(http.server.ThreadingHTTPServer):
