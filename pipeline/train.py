@@ -35,6 +35,8 @@ from pipeline.model import (
 )
 from pipeline.tracking import EpochLogger, Tracker, run_tags, write_token_audit
 
+CHECKPOINTS = "checkpoints"  # under the model directory: the Trainer's output, kept only while a run can resume
+
 
 @dataclass
 class RunResult:
@@ -137,7 +139,7 @@ def training_args(cfg: Config, out: Path, n_train: int) -> TrainingArguments:
     """TrainingArguments from the train section: per-epoch eval, best by validation macro-F1."""
     t = cfg.train
     return TrainingArguments(
-        output_dir=str(out / "checkpoints"), num_train_epochs=t.epochs, max_steps=t.max_steps,
+        output_dir=str(out / CHECKPOINTS), num_train_epochs=t.epochs, max_steps=t.max_steps,
         learning_rate=t.learning_rate, per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, eval_strategy="epoch", save_strategy="epoch",
@@ -259,7 +261,7 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
     model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout),
                        cfg.model.pooling)
     tr, va = splits["train"], splits["validation"]
-    resume = cfg.train.resume and any((out / "checkpoints").glob("checkpoint-*"))
+    resume = cfg.train.resume and any((out / CHECKPOINTS).glob("checkpoint-*"))
     if cfg.train.linear_probe and not resume:
         linear_probe(model, tokenizer, tr["enc"], tr["y"], len(labels), cfg.train.seed)
     freeze(model, cfg.train.freeze_embeddings, cfg.train.freeze_layers)
@@ -330,5 +332,5 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
         tracker.log_dir(out)
         tracker.log_model(out)
     if not cfg.train.keep_checkpoints:  # the run finished and everything is written: nothing left to resume
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return RunResult(model_dir=out, metrics=metrics, run_id=tracker.run_id)
