@@ -8,7 +8,7 @@ DEMO_MODEL := models/demo-e5-small-mean-chunks160
 DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint demo ui clean bench
+.PHONY: help install test test-slow lint demo ui clean bench bench-sample
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -53,9 +53,14 @@ demo: install ## the main job on the embedded default: backbone, prepare, baseli
 	echo "  MLflow UI:         make ui, then open http://127.0.0.1:5000"
 
 bench: install ## benchmarks on ../shared/data: accuracy (security, ANT) and predictor throughput; results in benchmarks/results/
+	$(PY) benchmarks/sample_splits.py
 	$(PY) benchmarks/accuracy.py security
 	$(PY) benchmarks/accuracy.py ant
 	$(PY) benchmarks/predict_throughput.py --model models/security-news-e5-small
+	$(PY) benchmarks/report.py
+
+bench-sample: install ## the demo recipe vs the baseline on 5 seeded splits of data/sample (~40 min, no ../shared needed)
+	$(PY) benchmarks/sample_splits.py
 	$(PY) benchmarks/report.py
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 against the project's store (sqlite:///mlflow.db)
