@@ -1,4 +1,7 @@
-"""MLflow tracking: the only module that imports mlflow. A no-op when tracking is off."""
+"""MLflow tracking: the only module that imports mlflow (with pyfunc_model.py, its model entry point).
+
+A no-op when tracking is off.
+"""
 
 from __future__ import annotations
 
@@ -138,8 +141,8 @@ class Tracker:
         import pipeline
 
         info = self.mlflow.pyfunc.log_model(
-            name=PYFUNC_NAME, python_model=NewsClassifier(), artifacts={"model_dir": str(model_dir)},
-            code_paths=[str(Path(pipeline.__file__).parent)],
+            name=PYFUNC_NAME, python_model=str(Path(pipeline.__file__).parent / "pyfunc_model.py"),
+            artifacts={"model_dir": str(model_dir)}, code_paths=[str(Path(pipeline.__file__).parent)],
             input_example=pd.DataFrame({"text": ["أعلن الجيش السيطرة على المدينة بعد معارك عنيفة"]}),
             pip_requirements=_requirements(), registered_model_name=self.cfg.tracking.registered_model)
         return info.model_uri
