@@ -2,6 +2,7 @@
 
     python benchmarks/sample_splits.py                 # splits with seeds 42 (the demo's), 1, 2, 3, 4
     python benchmarks/sample_splits.py --seeds 42 7    # any seeds
+    python benchmarks/sample_splits.py --name w256 model.max_length=256   # another recipe, by overrides
 
 One test split of the sample holds about 64 articles, so one article moves macro-F1 by ~0.015; this repeats
 `configs/demo.yaml` (same recipe, same training seed) on other stratified splits and pools the paired errors.
@@ -31,7 +32,7 @@ def wrong_ids(model_dir: Path) -> set[str]:
         return {row["id"] for row in csv.DictReader(fh)}
 
 
-def one_split(seed: int, keep: bool) -> dict[str, Any]:
+def one_split(seed: int, keep: bool, overrides: list[str], tag: str) -> dict[str, Any]:
     """Prepare the split with `seed`, fit the baseline and fine-tune; their test and validation figures."""
     from pipeline.baseline import train_baseline
     from pipeline.config import load_config
@@ -40,7 +41,8 @@ def one_split(seed: int, keep: bool) -> dict[str, Any]:
 
     cfg = load_config([DEMO], [f"data.name=sample-split{seed}", f"data.split.seed={seed}",
                                "tracking.experiment=sample-splits", "tracking.registered_model=null",
-                               f"tracking.run_name=sample-split{seed}-e5-small", "output_dir=models/sample-splits"])
+                               f"tracking.run_name=sample-split{seed}-e5-small{tag}", "output_dir=models/sample-splits",
+                               *overrides])
     prepare(cfg)
     base_dir, base, _ = train_baseline(cfg)
     started = time.time()
@@ -79,13 +81,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
     ap.add_argument("--keep-models", action="store_true", help="keep the fine-tuned model directories")
+    ap.add_argument("--name", default="", help="a variant's name: results go to sample_splits-NAME.json")
+    ap.add_argument("overrides", nargs="*", help="config overrides on top of configs/demo.yaml")
     args = ap.parse_args()
+    tag = f"-{args.name}" if args.name else ""
     started = time.time()
-    splits = [one_split(seed, args.keep_models) for seed in args.seeds]
-    result = {"config": "configs/demo.yaml", "splits": splits, "pooled": pooled(splits),
-              "wall_seconds": round(time.time() - started, 1)}
+    splits = [one_split(seed, args.keep_models, args.overrides, tag) for seed in args.seeds]
+    result = {"config": "configs/demo.yaml", "overrides": args.overrides, "splits": splits,
+              "pooled": pooled(splits), "wall_seconds": round(time.time() - started, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sample_splits.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"sample_splits{tag}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result["pooled"]))
 
 
