@@ -9,7 +9,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,20 +134,37 @@ class Tracker:
             if (model_dir / name).is_file():
                 self.mlflow.log_artifact(str(model_dir / name))
 
-    def log_model(self, model_dir: Path) -> str | None:
-        """Log the model directory as a pyfunc (wrapping the project's predictor) and register it."""
+    def log_model(self, model_dir: Path, exclude: tuple[str, ...] = ()) -> str | None:
+        """Log the model directory as a pyfunc (wrapping the project's predictor) and register it.
+
+        Entries named in `exclude` (a run's kept checkpoints) stay out of the store: the directory is then
+        staged as hard links without them, so nothing is copied twice on disk.
+        """
         if not self.enabled:
             return None
         import pandas as pd
 
         import pipeline
 
-        info = self.mlflow.pyfunc.log_model(
-            name=PYFUNC_NAME, python_model=str(Path(pipeline.__file__).parent / "pyfunc_model.py"),
-            artifacts={"model_dir": str(model_dir)}, code_paths=[str(Path(pipeline.__file__).parent)],
-            input_example=pd.DataFrame({"text": ["أعلن الجيش السيطرة على المدينة بعد معارك عنيفة"]}),
-            pip_requirements=_requirements(), registered_model_name=self.cfg.tracking.registered_model)
+        with contextlib.ExitStack() as stack:
+            if any((model_dir / name).exists() for name in exclude):
+                staged = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=model_dir.parent))) / model_dir.name
+                shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns(*exclude), copy_function=_link)
+                model_dir = staged
+            info = self.mlflow.pyfunc.log_model(
+                name=PYFUNC_NAME, python_model=str(Path(pipeline.__file__).parent / "pyfunc_model.py"),
+                artifacts={"model_dir": str(model_dir)}, code_paths=[str(Path(pipeline.__file__).parent)],
+                input_example=pd.DataFrame({"text": ["أعلن الجيش السيطرة على المدينة بعد معارك عنيفة"]}),
+                pip_requirements=_requirements(), registered_model_name=self.cfg.tracking.registered_model)
         return info.model_uri
+
+
+def _link(src: str, dst: str) -> None:
+    """Hard-link a file into a staging tree, copying where the filesystem cannot link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _requirements() -> list[str]:

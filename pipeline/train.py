@@ -328,9 +328,9 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
         test = splits["test"]
         write_evaluation(out, test["rows"], np.asarray(test["y"]), probs["test"], labels, metrics_file=False)
         write_token_audit(out, metrics)
+        if not cfg.train.keep_checkpoints:  # the model is written: nothing left to resume
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         tracker.log_final(metrics, list(labels.ids))
         tracker.log_dir(out)
-        tracker.log_model(out)
-    if not cfg.train.keep_checkpoints:  # the run finished and everything is written: nothing left to resume
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        tracker.log_model(out, exclude=(CHECKPOINTS,))  # kept checkpoints stay local, never in the store
     return RunResult(model_dir=out, metrics=metrics, run_id=tracker.run_id)

@@ -124,6 +124,22 @@ def test_promote_and_pyfunc_from_registry(runs, capsys):
     assert {f"prob_{lb}" for lb in labels} <= set(out.columns)
     local_dir = resolve_model_uri(f"models:/{MODEL}@champion")
     assert (local_dir / "labels.json").is_file()
+    assert not (local_dir / "checkpoints").exists()  # removed before logging: the store gets the model only
+
+
+def test_kept_checkpoints_stay_out_of_the_store(server, tmp_path, corpus, tiny_bert):
+    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
+                 "tracking.enabled=true", f"tracking.uri={server}", "tracking.experiment=kept-checkpoints",
+                 "train.epochs=2", "train.keep_checkpoints=true"]
+    cfg = load_config(overrides=overrides)
+    prepare(cfg)
+    result = train(cfg)
+    assert list((result.model_dir / "checkpoints").glob("checkpoint-*"))  # still here, to resume from
+    mlflow.set_tracking_uri(server)
+    logged = resolve_model_uri(f"runs:/{result.run_id}/model")
+    assert (logged / "model.safetensors").is_file() and (logged / "labels.json").is_file()
+    assert not (logged / "checkpoints").exists()
+    assert not [p for p in result.model_dir.parent.iterdir() if p.name.startswith("tmp")]  # staging removed
 
 
 def test_promote_best_and_runs_table(runs, capsys):
