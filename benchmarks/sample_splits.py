@@ -87,7 +87,7 @@ def main() -> None:
     tag = f"-{args.name}" if args.name else ""
     started = time.time()
     splits = [one_split(seed, args.keep_models, args.overrides, tag) for seed in args.seeds]
-    result = {"config": "configs/demo.yaml", "overrides": args.overrides, "splits": splits,
+    result = {"config": str(DEMO.relative_to(ROOT)), "overrides": args.overrides, "splits": splits,
               "pooled": pooled(splits), "wall_seconds": round(time.time() - started, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"sample_splits{tag}.json").write_text(json.dumps(result, indent=2))

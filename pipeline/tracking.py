@@ -142,18 +142,17 @@ class Tracker:
         """
         if not self.enabled:
             return None
-        import pandas as pd
-
         import pipeline
 
+        package = Path(pipeline.__file__).parent
         with contextlib.ExitStack() as stack:
             if any((model_dir / name).exists() for name in exclude):
                 staged = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=model_dir.parent))) / model_dir.name
                 shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns(*exclude), copy_function=_link)
                 model_dir = staged
             info = self.mlflow.pyfunc.log_model(
-                name=PYFUNC_NAME, python_model=str(Path(pipeline.__file__).parent / "pyfunc_model.py"),
-                artifacts={"model_dir": str(model_dir)}, code_paths=[str(Path(pipeline.__file__).parent)],
+                name=PYFUNC_NAME, python_model=str(package / "pyfunc_model.py"),
+                artifacts={"model_dir": str(model_dir)}, code_paths=[str(package)],
                 input_example=pd.DataFrame({"text": ["أعلن الجيش السيطرة على المدينة بعد معارك عنيفة"]}),
                 pip_requirements=_requirements(), registered_model_name=self.cfg.tracking.registered_model)
         return info.model_uri
