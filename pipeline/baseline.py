@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from pipeline.artifacts import Scorer, write_common, write_evaluation
+from pipeline.artifacts import BASELINE_FILE, Scorer, load_baseline, model_dir, run_name, save_baseline
 from pipeline.config import BaselineConfig, Config
-from pipeline.data import load_split
+from pipeline.data import SPLITS, load_split
 from pipeline.labels import LabelMap, load_labels
-from pipeline.metrics import classification_metrics, fit_temperature
-from pipeline.model import softmax
+from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
+from pipeline.runs import RunResult, finish_run
 from pipeline.tracking import Tracker, run_tags
 
-MODEL_FILE = "model.joblib"
-KIND_FILE = "baseline.json"
+KIND = "baseline"
 
 
 def build(cfg: BaselineConfig, c: float, n_docs: int, seed: int) -> Pipeline:
@@ -58,8 +56,7 @@ def full_logits(pipe: Pipeline, texts: list[str], n_labels: int) -> np.ndarray:
 
 def select(cfg: Config, labels: LabelMap, train: list[dict], val: list[dict]) -> tuple[Pipeline, dict[str, Any]]:
     """Fit one model per C and keep the best by validation macro-F1."""
-    x_tr, y_tr = [r["text"] for r in train], [labels.label2id[r["label"]] for r in train]
-    y_val = np.asarray([labels.label2id[r["label"]] for r in val])
+    x_tr, y_tr, y_val = [r["text"] for r in train], labels.encode(train), labels.encode(val)
     best, trials = None, []
     for c in cfg.baseline.C:
         pipe = build(cfg.baseline, c, len(train), cfg.train.seed).fit(x_tr, y_tr)
@@ -71,54 +68,34 @@ def select(cfg: Config, labels: LabelMap, train: list[dict], val: list[dict]) ->
     return best[0], {"C": best[2], "grid": trials}
 
 
-def run_name(cfg: Config) -> str:
-    """Baseline run name: config name and classifier."""
-    return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
-
-
-def train_baseline(cfg: Config) -> tuple[Path, dict[str, Any], str | None]:
+def train_baseline(cfg: Config) -> RunResult:
     """Fit, calibrate and evaluate the baseline on the prepared splits; write a model directory, log the run."""
     tracker = Tracker(cfg)
     labels = load_labels(cfg.labels)
-    splits = {s: load_split(cfg, s) for s in ("train", "validation", "test")}
-    out = Path(cfg.output_dir) / run_name(cfg)
-    with tracker.run(run_name(cfg), "baseline", run_tags(cfg, list(labels.ids), "tfidf")):
+    splits = {s: load_split(cfg, s) for s in SPLITS}
+    with tracker.run(run_name(cfg, KIND), "baseline", run_tags(cfg, list(labels.ids), "tfidf")):
         started = time.time()
         pipe, chosen = select(cfg, labels, splits["train"], splits["validation"])
-        ys = {s: np.asarray([labels.label2id[r["label"]] for r in rows]) for s, rows in splits.items()}
-        lg = {s: full_logits(pipe, [r["text"] for r in splits[s]], len(labels)) for s in ("validation", "test")}
-        temp = fit_temperature(lambda t: softmax(lg["validation"], t), ys["validation"])
-        metrics: dict[str, Any] = {}
-        for s in ("validation", "test"):
-            metrics[s] = classification_metrics(ys[s], softmax(lg[s], temp), list(labels.ids))
-            metrics[s]["ece_uncalibrated"] = classification_metrics(ys[s], softmax(lg[s]), list(labels.ids))["ece"]
+        scored = {s: full_logits(pipe, [r["text"] for r in splits[s]], len(labels)) for s in ("validation", "test")}
+        metrics, temp, probs = calibrated_metrics({s: partial(softmax, lg) for s, lg in scored.items()},
+                                                  {s: labels.encode(splits[s]) for s in scored}, list(labels.ids))
         metrics["baseline"] = chosen
         metrics["train_seconds"] = round(time.time() - started, 1)
-        out.mkdir(parents=True, exist_ok=True)
-        joblib.dump(pipe, out / MODEL_FILE)
-        (out / KIND_FILE).write_text(json.dumps({"kind": "tfidf", "classifier": cfg.baseline.classifier, **chosen}))
-        write_common(out, cfg, labels, metrics, temp)
-        write_evaluation(out, splits["test"], ys["test"], softmax(lg["test"], temp), labels, metrics_file=False)
         tracker.log_metrics({"baseline_C": chosen["C"]})
-        tracker.log_final(metrics, list(labels.ids))
-        tracker.log_dir(out)
-        tracker.log_model(out)
-    return out, metrics, tracker.run_id
-
-
-def is_baseline_dir(directory: str | Path) -> bool:
-    """True for a directory written by `train_baseline`."""
-    return (Path(directory) / KIND_FILE).is_file()
+        return finish_run(tracker, model_dir(cfg, KIND), kind=KIND, cfg=cfg, labels=labels, metrics=metrics,
+                          temperature=temp, save_weights=partial(save_baseline, pipe), test_rows=splits["test"],
+                          test_probs=probs["test"],
+                          extra={BASELINE_FILE: {"kind": "tfidf", "classifier": cfg.baseline.classifier, **chosen}})
 
 
 class BaselineScorer(Scorer):
     """A saved baseline ready for inference."""
 
-    kind = "baseline"
+    kind = KIND
 
     def __init__(self, directory: str | Path) -> None:
         super().__init__(directory)
-        self.pipe = joblib.load(Path(directory) / MODEL_FILE)
+        self.pipe = load_baseline(directory)
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities for normalised texts, and their word counts."""

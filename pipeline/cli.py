@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pipeline.config import Config, load_config, to_yaml
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.predict import PredictJob
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -63,9 +67,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     """Fit the TF-IDF + linear baseline on the prepared splits."""
     from pipeline.baseline import train_baseline
 
-    out, metrics, _ = train_baseline(_cfg(args))
-    print(_summary("baseline", metrics) + f", C={metrics['baseline']['C']}")
-    print(f"model directory: {out}")
+    result = train_baseline(_cfg(args))
+    print(_summary("baseline", result.metrics) + f", C={result.metrics['baseline']['C']}")
+    print(f"model directory: {result.model_dir}")
     return 0
 
 
@@ -133,18 +137,25 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sort", default="test_macro_f1", help="column to sort by, best first")
 
 
+PREDICT_FLAGS = ("batch_size", "threshold", "top_k", "device", "threads", "text_fields", "id_field", "long_text",
+                 "runtime", "quantize", "precision", "min_agreement", "window")  # overrides of the model's predict:
+
+
+def predict_request(args: argparse.Namespace) -> tuple[PredictJob, dict[str, object]]:
+    """The job a `predict` command line asks for, and its flags as overrides of the model's `predict:` section."""
+    from pipeline.predict import PredictJob, parse_shard
+
+    job = PredictJob(model=args.model, input=args.input, output=args.output, resume=args.resume,
+                     overwrite=args.overwrite, shard=parse_shard(args.shard), progress=not args.quiet)
+    return job, {name: getattr(args, name) for name in PREDICT_FLAGS}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify a dump of articles (JSONL, CSV, Parquet, folder, or - for stdin) into JSONL, CSV or Parquet."""
-    from pipeline.predict import PredictOptions, parse_shard, predict
+    from pipeline.predict import predict
 
-    opts = PredictOptions(
-        model=args.model, input=args.input, output=args.output, batch_size=args.batch_size,
-        threshold=args.threshold, top_k=args.top_k, device=args.device, threads=args.threads, resume=args.resume,
-        overwrite=args.overwrite, shard=parse_shard(args.shard), runtime=args.runtime, quantize=args.quantize,
-        precision=args.precision, long_text=args.long_text,
-        min_agreement=args.min_agreement, window=args.window, progress=not args.quiet,
-        text_fields=args.text_field.split(",") if args.text_field else None, id_field=args.id_field)
-    print(predict(opts).line(args.output))
+    job, flags = predict_request(args)
+    print(predict(job, flags).line(args.output))
     return 0
 
 
@@ -160,17 +171,17 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--shard", default="0/1", help="I/N: process every N-th row starting at I")
-    p.add_argument("--text-field", help="comma-separated text fields (default: the model's data.text_fields)")
+    p.add_argument("--text-field", dest="text_fields", type=lambda v: v.split(","),
+                   help="comma-separated text fields (default: the model's data.text_fields)")
     p.add_argument("--id-field", help="id field (default: the model's data.id_field)")
     p.add_argument("--long-text", choices=["head", "head_tail", "chunks"],
                    help="long-text strategy (default: the one the model was trained with)")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="onnx: ONNX Runtime with fused attention (exported once into MODEL/onnx/)")
-    p.add_argument("--quantize", choices=["none", "int8"], default="none",
-                   help="int8 dynamic quantisation of linear layers")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: CPU autocast (torch)")
-    p.add_argument("--min-agreement", type=float, default=0.97,
-                   help="a faster runtime must agree with float on the first documents this often")
+    p.add_argument("--runtime", choices=["torch", "onnx"],
+                   help="onnx: ONNX Runtime with fused attention (exported once into MODEL/onnx/); default torch")
+    p.add_argument("--quantize", choices=["none", "int8"], help="int8 dynamic quantisation of linear layers")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: CPU autocast (torch)")
+    p.add_argument("--min-agreement", type=float,
+                   help="a faster runtime must agree with float on the first documents this often (default 0.97)")
     p.add_argument("--window", type=int, help="rows read, length-sorted and written together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_S = TypeVar("_S", bound=_Section)
 
 
 class DedupConfig(_Section):
@@ -127,14 +130,41 @@ class TrackingConfig(_Section):
 
 
 class PredictConfig(_Section):
-    batch_size: int = 32
-    threshold: float = Field(0.5, ge=0, le=1)
-    top_k: int | None = None
+    """How `pipeline predict` runs: saved with the model, each key overridable by the flag of the same name."""
+
+    batch_size: int = Field(32, ge=1)
+    threshold: float = Field(0.5, description="needs_review below this calibrated confidence")
+    top_k: int | None = Field(None, ge=1)
     window: int = Field(512, ge=1, description="rows sorted by length together")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1)
     min_arabic_share: float = Field(0.5, ge=0, le=1)
     max_chars: int = 200_000
+    text_fields: list[str] | None = Field(None, description="None: the model's data.text_fields")
+    id_field: str | None = Field(None, description="None: the model's data.id_field")
+    long_text: Literal["head", "head_tail", "chunks"] | None = Field(None, description="None: as trained")
+    runtime: Literal["torch", "onnx"] = "torch"
+    quantize: Literal["none", "int8"] = "none"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    min_agreement: float = Field(0.97, ge=0, description="a faster runtime must agree with float this often")
+
+    @field_validator("threshold")
+    @classmethod
+    def _confidence(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("expected a confidence between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _runtime(self) -> PredictConfig:
+        if self.runtime == "onnx" and self.precision != "fp32":
+            raise ValueError("--precision bf16 applies to --runtime torch")
+        return self
+
+    @property
+    def fast_runtime(self) -> bool:
+        """Anything but the float torch model: checked against it on the input's first documents."""
+        return (self.runtime, self.quantize, self.precision) != ("torch", "none", "fp32")
 
 
 class Config(_Section):
@@ -148,6 +178,23 @@ class Config(_Section):
     baseline: BaselineConfig = BaselineConfig()
     tracking: TrackingConfig = TrackingConfig()
     predict: PredictConfig = PredictConfig()
+
+
+def with_flags(section: _S, flags: dict[str, Any]) -> _S:
+    """A config section with command-line flags laid over it (None: not given), validated by the section's own
+    model; an error names the flag, e.g. `--threshold 1.5: expected a confidence between 0 and 1`."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return type(section).model_validate({**section.model_dump(), **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:
+            raise ConfigError(msg) from None
+        flag = "--" + str(err["loc"][0]).replace("_", "-")
+        if flag[2:].replace("-", "_") not in type(section).model_fields:
+            raise ConfigError(f"unknown option {flag}") from None
+        raise ConfigError(f"{flag} {err.get('input')}: {msg}") from None
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -42,22 +42,23 @@ def stable_id(text: str) -> str:
 def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap) -> dict[str, Any]:
     """Validate one raw row into {id, text, label, ...}; raise DataError naming file, line and field."""
     if row.error:
-        raise DataError(f"{row.where}: {row.error.replace('_', ' ')} ({row.detail})")
+        raise DataError(f"{row.where}: {row.error.replace('_', ' ')} ({row.detail})", row.error)
     data = row.data
     present = [f for f in cfg.text_fields if f in data]
     if not present:
         fields = ", ".join(f"'{f}'" for f in cfg.text_fields)
-        raise DataError(f"{row.where}: missing text field {fields} (has {', '.join(map(str, data)) or 'nothing'})")
+        raise DataError(f"{row.where}: missing text field {fields} (has {', '.join(map(str, data)) or 'nothing'})",
+                        "missing_text")
     text = join_fields(data.get(f) for f in cfg.text_fields)
     if not text:
-        raise DataError(f"{row.where}: field '{present[-1]}' is empty")
+        raise DataError(f"{row.where}: field '{present[-1]}' is empty", "is_empty")
     if cfg.label_field not in data or data[cfg.label_field] in (None, ""):
-        raise DataError(f"{row.where}: missing label field '{cfg.label_field}'")
+        raise DataError(f"{row.where}: missing label field '{cfg.label_field}'", "missing_label")
     source_label = str(data[cfg.label_field]).strip()
     label = labels.resolve(source_label)
     if label is None:
         raise DataError(f"{row.where}: field '{cfg.label_field}': label '{source_label}' is not in the label set "
-                        f"({', '.join(labels.ids)}); map it with labels.map")
+                        f"({', '.join(labels.ids)}); map it with labels.map", "not_in_the_label_set")
     out = {"id": str(data.get(cfg.id_field) or stable_id(text)), "text": text, "label": label}
     for name in cfg.extra_fields:
         if data.get(name) is not None:
@@ -78,18 +79,10 @@ def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap) -> Loaded
         except DataError as exc:
             if cfg.on_bad_rows == "error":
                 raise
-            loaded.skipped[_reason(str(exc))] += 1
+            loaded.skipped[exc.code] += 1
             if len(loaded.examples) < 20:
                 loaded.examples.append(str(exc))
     return loaded
-
-
-def _reason(message: str) -> str:
-    for key in ("invalid json", "invalid utf8", "invalid csv", "missing text", "is empty", "missing label",
-                "not in the label set"):
-        if key in message:
-            return key.replace(" ", "_")
-    return "other"
 
 
 def shingles(text: str, size: int) -> list[bytes]:
@@ -155,7 +148,7 @@ def check_class_sizes(rows: list[dict[str, Any]], labels: LabelMap, minimum: int
     for label in labels.ids:
         if 0 < counts[label] < minimum:
             raise DataError(f"label '{label}' has {counts[label]} example(s) after deduplication; "
-                            f"at least {minimum} are needed to split train/validation/test")
+                            f"at least {minimum} are needed to split train/validation/test", "too_few_rows")
 
 
 def _carve(idx: np.ndarray, y: list[str], groups: list[str] | None, share: float, seed: int,
@@ -170,7 +163,7 @@ def _carve(idx: np.ndarray, y: list[str], groups: list[str] | None, share: float
         n_classes = len(set(y_sub))
         if math.ceil(share * len(idx)) < n_classes:
             raise DataError(f"a split of {share:.0%} of {len(idx)} rows cannot hold all {n_classes} labels; "
-                            "add data or raise data.split.validation/test")
+                            "add data or raise data.split.validation/test", "too_few_rows")
         rest, carved = train_test_split(idx, test_size=share, stratify=y_sub, random_state=seed)
         return np.sort(rest), np.sort(carved)
     n_splits = max(2, round(1 / share))
@@ -268,5 +261,5 @@ def load_split(cfg: Config, split: str) -> list[dict[str, Any]]:
     """Rows of one prepared split; a clear error when `prepare` has not run."""
     path = processed_dir(cfg) / f"{split}.jsonl"
     if not path.is_file():
-        raise DataError(f"{path}: not prepared; run `pipeline prepare` with the same config first")
+        raise DataError(f"{path}: not prepared; run `pipeline prepare` with the same config first", "not_prepared")
     return read_jsonl(path)

@@ -10,7 +10,15 @@ class ConfigError(PipelineError):
 
 
 class DataError(PipelineError):
-    """Input data is unreadable or violates the schema."""
+    """Input data is unreadable or violates the schema.
+
+    `code` names the kind of fault (`invalid_json`, `missing_label`, ...) so that reports count faults by code,
+    never by matching the wording of the message.
+    """
+
+    def __init__(self, message: str, code: str = "other") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ModelError(PipelineError):

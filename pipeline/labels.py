@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from pipeline.config import LabelsConfig, read_yaml
 from pipeline.errors import ConfigError, ModelError
@@ -44,6 +48,11 @@ class LabelMap:
     def label2id(self) -> dict[str, int]:
         """Label id to index."""
         return {name: i for i, name in enumerate(self.ids)}
+
+    def encode(self, rows: Iterable[dict[str, Any]], key: str = "label") -> np.ndarray:
+        """Label indices of rows (their `key` field), in row order."""
+        index = self.label2id
+        return np.asarray([index[r[key]] for r in rows], dtype=np.int64)
 
     def resolve(self, source_label: str) -> str | None:
         """Map a corpus label through `labels.map`; None when it is not in the set."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,15 @@ def report_text(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> str
                                  target_names=labels, digits=3, zero_division=0)
 
 
-def fit_temperature(probs_fn: Any, y_true: np.ndarray) -> float:
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits divided by a temperature."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs_fn: Callable[[float], np.ndarray], y_true: np.ndarray) -> float:
     """Temperature minimising validation NLL; `probs_fn(T)` returns document probabilities at T."""
     from scipy.optimize import minimize_scalar
 
@@ -69,6 +78,23 @@ def fit_temperature(probs_fn: Any, y_true: np.ndarray) -> float:
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
+
+
+def calibrated_metrics(probs_at: dict[str, Callable[[float], np.ndarray]], y: dict[str, np.ndarray],
+                       labels: list[str], calibrate: bool = True,
+                       ) -> tuple[dict[str, Any], float, dict[str, np.ndarray]]:
+    """Fit a temperature on validation (never on test), then score every split at it.
+
+    `probs_at[split](T)` gives the split's document probabilities at temperature T. Returns the metrics per split
+    (with `ece_uncalibrated`, the ECE at T = 1), the temperature, and the calibrated probabilities.
+    """
+    temp = fit_temperature(probs_at["validation"], y["validation"]) if calibrate else 1.0
+    metrics, probs = {}, {}
+    for split, probs_fn in probs_at.items():
+        probs[split] = probs_fn(temp)
+        metrics[split] = classification_metrics(y[split], probs[split], labels)
+        metrics[split]["ece_uncalibrated"] = expected_calibration_error(probs_fn(1.0), np.asarray(y[split]))
+    return metrics, temp, probs
 
 
 def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,9 @@ from transformers.utils import logging as hf_logging
 
 from pipeline.artifacts import Scorer
 from pipeline.config import ModelConfig
-from pipeline.errors import ModelError
+from pipeline.errors import ConfigError, ModelError
 from pipeline.labels import LabelMap
+from pipeline.metrics import softmax
 
 
 def _offline_hint(name: str) -> str:
@@ -71,6 +73,12 @@ def load_pretrained(name: str, labels: LabelMap, attention_dropout: float | None
         raise ModelError(_offline_hint(name)) from None
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the token vectors that the attention mask keeps (E5's pooling)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 class Classifier(nn.Module):
     """A transformers sequence classifier whose head pools the first token (`cls`) or the mean (`mean`)."""
 
@@ -90,8 +98,7 @@ class Classifier(nn.Module):
             return SequenceClassifierOutput(logits=self.inner(input_ids=input_ids, attention_mask=attention_mask,
                                                               **extra).logits)
         hidden = self.inner.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = mean_pool(hidden, attention_mask)
         dropout = getattr(self.inner, "dropout", nn.Identity())
         return SequenceClassifierOutput(logits=self.inner.classifier(dropout(pooled)))
 
@@ -171,14 +178,6 @@ def average_by_doc(probs: np.ndarray, doc_index: list[int], n_docs: int) -> np.n
     return out / np.maximum(counts, 1)[:, None]
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of logits divided by a temperature."""
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 @torch.inference_mode()
 def run_logits(model: nn.Module, tokenizer: Any, input_ids: list[list[int]], batch_size: int,
                device: torch.device | str = "cpu") -> np.ndarray:
@@ -194,7 +193,7 @@ def run_logits(model: nn.Module, tokenizer: Any, input_ids: list[list[int]], bat
 
 
 def save_model(model: Classifier, tokenizer: Any, directory: str | Path) -> None:
-    """Write weights (safetensors), config with id2label, and tokenizer files."""
+    """Write weights (safetensors), config with id2label, and tokenizer files (called by artifacts)."""
     model.inner.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
 
@@ -218,6 +217,33 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
+def model_family(name_or_path: str) -> str:
+    """The architecture family (config model_type) of a local model, or the hub id's name."""
+    config = Path(name_or_path) / "config.json"
+    if config.is_file():
+        return str(json.loads(config.read_text()).get("model_type", "unknown"))
+    return name_or_path.split("/")[-1]
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic (AVX512-BF16 or AMX): autocast then runs about twice as fast as fp32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def precision_flags(choice: str) -> dict[str, bool]:
+    """`auto`: bf16 (else fp16) on a GPU, bf16 autocast on a CPU with native bf16, otherwise fp32."""
+    cuda = torch.cuda.is_available()
+    if choice == "auto":
+        choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else (
+            "bf16" if cpu_has_bf16() else "fp32")
+    if choice == "fp16" and not cuda:
+        raise ConfigError("train.precision=fp16 needs a GPU; use auto, bf16 or fp32 on CPU")
+    if choice == "bf16" and not cuda and not cpu_has_bf16():
+        raise ConfigError("train.precision=bf16 on CPU needs AVX512-BF16 or AMX (this CPU has neither); "
+                          "use auto or fp32")
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
 def set_threads(threads: int | None) -> None:
     """Set torch's intra-op threads (None keeps the default)."""
     if threads:
@@ -230,8 +256,10 @@ class TransformerScorer(Scorer):
 
     kind = "transformer"
 
-    def __init__(self, directory: str | Path, device: str = "auto", batch_size: int = 32) -> None:
+    def __init__(self, directory: str | Path, device: str = "auto", batch_size: int = 32,
+                 threads: int | None = None) -> None:
         super().__init__(directory)
+        set_threads(threads)
         self.device = pick_device(device)
         self.model, self.tokenizer = load_model_dir(directory, self.cfg.model.pooling)
         saved = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]

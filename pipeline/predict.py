@@ -2,48 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import Scorer, read_model_config
+from pipeline.artifacts import Scorer, model_name, read_model_config
+from pipeline.config import PredictConfig, with_flags
 from pipeline.errors import DataError, PipelineError
 from pipeline.readers import RawRow, detect_format, iter_rows
+from pipeline.scoring import load_scorer
 from pipeline.sinks import open_sink
 from pipeline.text import arabic_share, join_fields
 
 
-@dataclass
-class PredictOptions:
-    """What `pipeline predict` was asked to do."""
+@dataclass(frozen=True)
+class PredictJob:
+    """What to classify and where to: everything else comes from the model's `predict:` section and flags."""
 
     model: str
     input: str
     output: str
-    batch_size: int | None = None  # None: the model config's predict section decides
-    threshold: float | None = None
-    top_k: int | None = None
-    device: str | None = None
-    threads: int | None = None
     resume: bool = False
     overwrite: bool = False
     shard: tuple[int, int] = (0, 1)
-    text_fields: list[str] | None = None
-    id_field: str | None = None
-    long_text: str | None = None
-    runtime: str = "torch"
-    quantize: str = "none"
-    precision: str = "fp32"
-    min_agreement: float = 0.97
-    window: int | None = None
     progress: bool = True
 
 
@@ -56,6 +44,14 @@ class Summary:
     needs_review: int = 0
     seconds: float = 0.0
     by_error: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outs: list[dict[str, Any]], errs: list[dict[str, Any]]) -> None:
+        """Count one window's output rows and error records."""
+        self.rows += len(outs)
+        self.errors += len(errs)
+        self.needs_review += sum(o["needs_review"] for o in outs)
+        for e in errs:
+            self.by_error[e["error"]] = self.by_error.get(e["error"], 0) + 1
 
     def line(self, output: str) -> str:
         """The one-line summary printed at the end."""
@@ -70,9 +66,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise DataError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+        raise DataError(f"--shard {text!r}: expected I/N, e.g. 0/4", "bad_option") from None
     if not 0 <= i < n:
-        raise DataError(f"--shard {text!r}: need 0 <= I < N")
+        raise DataError(f"--shard {text!r}: need 0 <= I < N", "bad_option")
     return i, n
 
 
@@ -82,48 +78,34 @@ def resolve_model(model: str) -> tuple[Path, str]:
         from pipeline.tracking import resolve_model_uri  # only URIs need mlflow
 
         return resolve_model_uri(model), model
-    path = Path(model)
-    weights = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "model.joblib"
-    digest = hashlib.sha256()
-    if weights.is_file():
-        with open(weights, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-    return path, f"{path.name}@{digest.hexdigest()[:12]}"
+    return Path(model), model_name(model)
 
 
-def load(opts: PredictOptions) -> tuple[Scorer, str]:
-    """The scorer on the requested runtime and the model name for output rows; fails at start on a bad model."""
-    from pipeline.evaluate import load_scorer
-    from pipeline.model import set_threads
-
-    directory, name = resolve_model(opts.model)
-    defaults = read_model_config(directory).predict
-    set_threads(opts.threads or defaults.threads)
-    scorer = load_scorer(directory, device=opts.device or defaults.device,
-                         batch_size=opts.batch_size or defaults.batch_size)
+def load(job: PredictJob, flags: dict[str, Any]) -> tuple[Scorer, str, PredictConfig]:
+    """The scorer, the model name for output rows, and the effective predict options; fails at start."""
+    directory, name = resolve_model(job.model)
+    opts = with_flags(read_model_config(directory).predict, flags)
+    scorer = load_scorer(directory, device=opts.device, batch_size=opts.batch_size, threads=opts.threads)
     if opts.long_text and scorer.kind == "transformer":
         scorer.set_long_text(opts.long_text)
-    if (opts.runtime, opts.quantize, opts.precision) != ("torch", "none", "fp32"):
-        name += switch_runtime(scorer, opts, Predictor(scorer, name, opts).text)
-    return scorer, name
+    return scorer, name, opts
 
 
-def switch_runtime(scorer: Scorer, opts: PredictOptions, text_of: Callable[[RawRow], str | None],
-                   sample: int = 64) -> str:
+def switch_runtime(predictor: Predictor, opts: PredictConfig, path: str, sample: int = 64) -> None:
     """Move to a faster runtime only after it agrees with the float model on the input's first documents."""
     from pipeline import runtime
 
-    if opts.input == "-":
+    if path == "-":
         raise PipelineError("a faster runtime is checked against float on the input's first documents; give a file")
     texts: list[str] = []
-    for row in itertools.islice(iter_rows(opts.input), sample * 4):
-        if (text := text_of(row)) is not None:
+    for row in itertools.islice(iter_rows(path), sample * 4):
+        if (text := predictor.text(row)) is not None:
             texts.append(text)
         if len(texts) >= sample:
             break
+    scorer = predictor.scorer
     reference = scorer.score(texts)[0] if texts else np.zeros((0, 1))
-    tag = runtime.apply(scorer, opts.runtime, opts.quantize, opts.precision, opts.threads)
+    tag = runtime.apply(scorer, opts)
     probs = scorer.score(texts)[0] if texts else reference
     agreement = float((probs.argmax(1) == reference.argmax(1)).mean()) if texts else 1.0
     drift = float(np.abs(probs - reference).max()) if texts else 0.0
@@ -132,7 +114,7 @@ def switch_runtime(scorer: Scorer, opts: PredictOptions, text_of: Callable[[RawR
     if agreement < opts.min_agreement:
         raise PipelineError(f"{tag[1:]} agrees with the float model on only {agreement:.1%} of the first "
                             f"{len(texts)} documents (< {opts.min_agreement:.0%}); use the default runtime")
-    return tag
+    predictor.name += tag
 
 
 def windows(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
@@ -144,15 +126,15 @@ def windows(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
 class Predictor:
     """Turns raw rows into output rows with the model's normaliser, encoder and calibration."""
 
-    def __init__(self, scorer: Scorer, name: str, opts: PredictOptions) -> None:
+    def __init__(self, scorer: Scorer, name: str, opts: PredictConfig) -> None:
         cfg = scorer.cfg
         self.scorer, self.name, self.labels = scorer, name, list(scorer.labels.ids)
         self.text_fields = opts.text_fields or cfg.data.text_fields
         self.id_field = opts.id_field or cfg.data.id_field
-        self.threshold = cfg.predict.threshold if opts.threshold is None else opts.threshold
-        self.top_k = min(opts.top_k or cfg.predict.top_k or len(self.labels), len(self.labels))
-        self.max_chars = cfg.predict.max_chars
-        self.min_arabic = cfg.predict.min_arabic_share
+        self.threshold = opts.threshold
+        self.top_k = min(opts.top_k or len(self.labels), len(self.labels))
+        self.max_chars = opts.max_chars
+        self.min_arabic = opts.min_arabic_share
         self.max_tokens = 4 * (cfg.model.max_length if scorer.kind == "transformer" else 10**9)
 
     def _base(self, row: RawRow) -> dict[str, Any]:
@@ -227,21 +209,22 @@ def estimate_rows(path: str, shard: tuple[int, int]) -> int | None:
     return -(-total // shard[1])
 
 
-def _check_output(opts: PredictOptions, sink: Any) -> int:
+def _check_output(job: PredictJob, sink: Any) -> int:
     """Refuse to clobber an existing output; on --resume, the input line to continue after."""
-    exists = Path(opts.output).exists() or Path(opts.output + ".parts").exists()
-    if exists and not (opts.resume or opts.overwrite):
-        raise DataError(f"{opts.output}: exists; pass --resume to continue it or --overwrite to replace it")
-    if opts.resume and opts.input == "-":
-        raise DataError("--resume needs a file input, not stdin")
-    if exists and opts.overwrite and not opts.resume:
+    exists = Path(job.output).exists() or Path(job.output + ".parts").exists()
+    if exists and not (job.resume or job.overwrite):
+        raise DataError(f"{job.output}: exists; pass --resume to continue it or --overwrite to replace it",
+                        "output_exists")
+    if job.resume and job.input == "-":
+        raise DataError("--resume needs a file input, not stdin", "resume_stdin")
+    if exists and job.overwrite and not job.resume:
         import shutil
 
-        for p in (Path(opts.output), Path(opts.output + ".errors.jsonl")):
+        for p in (Path(job.output), Path(job.output + ".errors.jsonl")):
             p.unlink(missing_ok=True)
-        shutil.rmtree(opts.output + ".parts", ignore_errors=True)
+        shutil.rmtree(job.output + ".parts", ignore_errors=True)
         return 0
-    return sink.recover() if opts.resume else 0
+    return sink.recover() if job.resume else 0
 
 
 def _trim_errors(path: Path, after: int) -> None:
@@ -253,25 +236,27 @@ def _trim_errors(path: Path, after: int) -> None:
     path.write_text("".join(kept), encoding="utf-8")
 
 
-def predict(opts: PredictOptions) -> Summary:
-    """Classify a dump into `opts.output`; resumable, sharded, in input order."""
-    sink = open_sink(opts.output)
-    if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
-        raise DataError(f"--threshold {opts.threshold:g}: expected a confidence between 0 and 1")
-    if opts.input != "-" and not Path(opts.input).exists():
-        raise DataError(f"{opts.input}: input not found")
-    detect_format(opts.input)
-    scorer, name = load(opts)
-    Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
-    start_after = _check_output(opts, sink)
-    errors_path = Path(opts.output + ".errors.jsonl")
-    _trim_errors(errors_path, start_after)
+def predict(job: PredictJob, flags: dict[str, Any] | None = None) -> Summary:
+    """Classify a dump into `job.output`; resumable, sharded, in input order.
+
+    `flags` override the model's saved `predict:` section key by key (None: not given), e.g. {"threshold": 0.7}.
+    """
+    sink = open_sink(job.output)
+    if job.input != "-" and not Path(job.input).exists():
+        raise DataError(f"{job.input}: input not found", "not_found")
+    detect_format(job.input)
+    scorer, name, opts = load(job, flags or {})
     predictor = Predictor(scorer, name, opts)
-    shard_i, shard_n = opts.shard
-    rows = (r for n, r in enumerate(iter_rows(opts.input)) if n % shard_n == shard_i and r.line > start_after)
+    if opts.fast_runtime:
+        switch_runtime(predictor, opts, job.input)
+    Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+    start_after = _check_output(job, sink)
+    errors_path = Path(job.output + ".errors.jsonl")
+    _trim_errors(errors_path, start_after)
+    rows = iter_rows(job.input, start_line=start_after, shard=job.shard)
     summary, started = Summary(), time.time()
-    bar = _progress(opts, start_after)
-    for window in windows(rows, opts.window or scorer.cfg.predict.window):
+    bar = _progress(job, start_after)
+    for window in windows(rows, opts.window):
         outs = predictor.run(window)
         errs = [{"line": o["line"], "id": o["id"], "error": o["error"], "detail": r.detail}
                 for o, r in zip(outs, window, strict=True) if o["error"]]
@@ -279,11 +264,7 @@ def predict(opts: PredictOptions) -> Summary:
             with open(errors_path, "a", encoding="utf-8") as fh:
                 fh.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errs))
         sink.write(outs)
-        summary.rows += len(outs)
-        summary.errors += len(errs)
-        summary.needs_review += sum(o["needs_review"] for o in outs)
-        for e in errs:
-            summary.by_error[e["error"]] = summary.by_error.get(e["error"], 0) + 1
+        summary.add(outs, errs)
         if bar is not None:
             bar.update(len(outs))
     if bar is not None:
@@ -293,12 +274,12 @@ def predict(opts: PredictOptions) -> Summary:
     return summary
 
 
-def _progress(opts: PredictOptions, start_after: int) -> Any:
-    if not opts.progress:
+def _progress(job: PredictJob, start_after: int) -> Any:
+    if not job.progress:
         return None
     from tqdm import tqdm
 
-    total = estimate_rows(opts.input, opts.shard)
+    total = estimate_rows(job.input, job.shard)
     if total is not None and start_after:
         total = None  # a resumed job does not know how many rows are left
     return tqdm(total=total, unit="doc", desc="classifying", file=sys.stderr, dynamic_ncols=True)

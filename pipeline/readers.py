@@ -17,10 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.errors import DataError
-
-FORMATS = ("jsonl", "csv", "parquet", "folder")
-_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
-             ".parquet": "parquet", ".pq": "parquet"}
+from pipeline.files import format_of
 
 
 @dataclass
@@ -45,15 +42,12 @@ def detect_format(path: str | Path, fmt: str = "auto") -> str:
         return fmt
     if str(path) == "-":
         return "jsonl"
-    p = Path(path)
-    if p.is_dir():
+    if Path(path).is_dir():
         return "folder"
-    suffixes = [s.lower() for s in p.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes.pop()
-    if suffixes and suffixes[-1] in _SUFFIXES:
-        return _SUFFIXES[suffixes[-1]]
-    raise DataError(f"{path}: cannot tell the format from the extension; use .jsonl, .csv, .parquet or a folder")
+    if kind := format_of(path):
+        return kind
+    raise DataError(f"{path}: cannot tell the format from the extension; use .jsonl, .csv, .parquet or a folder",
+                    "unknown_format")
 
 
 def _open_binary(path: str | Path) -> IO[bytes]:
@@ -61,23 +55,28 @@ def _open_binary(path: str | Path) -> IO[bytes]:
         return sys.stdin.buffer
     p = Path(path)
     if not p.exists():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found", "not_found")
     try:
         return gzip.open(p, "rb") if p.suffix.lower() == ".gz" else open(p, "rb")
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+        raise DataError(f"{path}: cannot read ({exc.strerror})", "unreadable") from None
 
 
-def iter_rows(path: str | Path, fmt: str = "auto", start_line: int = 0) -> Iterator[RawRow]:
-    """Yield every row of a file or folder, skipping rows up to `start_line`."""
+def iter_rows(path: str | Path, fmt: str = "auto", start_line: int = 0, shard: tuple[int, int] = (0, 1),
+              ) -> Iterator[RawRow]:
+    """Yield the rows of a file or folder: only shard `I` of `N` (every N-th row), and only after `start_line`.
+
+    Rows are dealt to shards by their position in the whole input, so a resumed shard gets the same rows.
+    """
     kind = detect_format(path, fmt)
     reader = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet, "folder": _iter_folder}[kind]
+    index, count = shard
     try:
-        for row in reader(path):
-            if row.line > start_line:
+        for n, row in enumerate(reader(path)):
+            if n % count == index and row.line > start_line:
                 yield row
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        raise DataError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})", "unreadable") from None
 
 
 def _iter_jsonl(path: str | Path) -> Iterator[RawRow]:
@@ -122,7 +121,7 @@ def _iter_csv(path: str | Path) -> Iterator[RawRow]:
                     continue
                 yield RawRow(name, reader.line_num, dict(data))
         except csv.Error as exc:
-            raise DataError(f"{name}:{reader.line_num}: invalid CSV ({exc})") from None
+            raise DataError(f"{name}:{reader.line_num}: invalid CSV ({exc})", "invalid_csv") from None
 
 
 def _iter_parquet(path: str | Path) -> Iterator[RawRow]:
@@ -132,7 +131,7 @@ def _iter_parquet(path: str | Path) -> Iterator[RawRow]:
     try:
         pfile = pq.ParquetFile(path)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{name}: not a readable Parquet file ({exc})") from None
+        raise DataError(f"{name}: not a readable Parquet file ({exc})", "unreadable") from None
     number = 0
     for batch in pfile.iter_batches(batch_size=1024):
         for data in batch.to_pylist():
@@ -185,6 +184,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     rows = []
     for row in iter_rows(path, "jsonl"):
         if row.error:
-            raise DataError(f"{row.where}: {row.error} ({row.detail})")
+            raise DataError(f"{row.where}: {row.error} ({row.detail})", row.error)
         rows.append(row.data)
     return rows

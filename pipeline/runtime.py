@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.config import PredictConfig
 from pipeline.errors import PipelineError
 from pipeline.model import Classifier
 
@@ -129,19 +130,20 @@ def export_onnx(model: Classifier, tokenizer: Any, model_dir: Path, quantize: bo
     return target
 
 
-def apply(scorer: Any, runtime: str, quantize: str, precision: str, threads: int | None) -> str:
-    """Swap the scorer's model for the requested runtime; returns a tag for the output's `model` field."""
-    if runtime == "torch" and quantize == "none" and precision == "fp32":
+def apply(scorer: Any, opts: PredictConfig) -> str:
+    """Swap the scorer's model for the runtime `opts` asks for; returns a tag for the output's `model` field.
+
+    `PredictConfig` has already refused combinations that do not exist (ONNX with bf16).
+    """
+    if not opts.fast_runtime:
         return ""
     if scorer.kind != "transformer":
         raise PipelineError("--runtime, --quantize and --precision apply to transformer models only")
-    if runtime == "onnx":
-        if precision != "fp32":
-            raise PipelineError("--precision bf16 applies to --runtime torch")
-        path = export_onnx(scorer.model.cpu().eval(), scorer.tokenizer, scorer.directory, quantize == "int8")
-        scorer.model, scorer.device = OrtModel(path, scorer.model.config, threads), torch.device("cpu")
-        return "+onnx" + ("-int8" if quantize == "int8" else "")
-    if quantize == "int8":
+    if opts.runtime == "onnx":
+        path = export_onnx(scorer.model.cpu().eval(), scorer.tokenizer, scorer.directory, opts.quantize == "int8")
+        scorer.model, scorer.device = OrtModel(path, scorer.model.config, opts.threads), torch.device("cpu")
+        return "+onnx" + ("-int8" if opts.quantize == "int8" else "")
+    if opts.quantize == "int8":
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         spec = {name: per_channel_dynamic_qconfig for name, module in scorer.model.named_modules()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
+from pipeline.files import SUFFIXES
 
 COLUMNS = ("id", "line", "label", "confidence", "needs_review", "flags", "top", "model", "error")
 
@@ -170,11 +171,8 @@ def _schema() -> Any:
 def open_sink(path: str | Path) -> JsonlSink | CsvSink | ParquetSink:
     """The sink for an output path, by extension."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return JsonlSink(path)
-    if suffix == ".csv":
-        return CsvSink(path)
-    if suffix in (".parquet", ".pq"):
-        return ParquetSink(path)
+    kind = SUFFIXES.get(path.suffix.lower()) if path.suffix.lower() != ".tsv" else None  # a sink writes commas
+    sink = {"jsonl": JsonlSink, "csv": CsvSink, "parquet": ParquetSink}.get(kind or "")
+    if sink is not None:
+        return sink(path)
     raise DataError(f"{path}: output must end in .jsonl, .csv or .parquet")

@@ -1,13 +1,12 @@
-"""MLflow tracking: the only module that imports mlflow (with pyfunc_model.py, its model entry point).
+"""MLflow tracking: runs, params, metrics, artifacts, model logging, the registry. A no-op when tracking is off.
 
-A no-op when tracking is off.
+The only module that imports mlflow, with `pyfunc_model.py` (the logged model's entry point), and it does so only
+when a store is used: importing this module loads neither mlflow nor torch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -17,15 +16,13 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import pandas as pd
-
+from pipeline.artifacts import RUN_ARTIFACTS
 from pipeline.config import Config, flatten
+from pipeline.data import SPLITS, processed_dir
 from pipeline.errors import PipelineError
+from pipeline.files import sha256
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-RUN_ARTIFACTS = ("pipeline.yaml", "labels.json", "data_report.json", "classification_report.txt",
-                 "confusion_matrix.png", "errors.csv", "calibration.json", "metrics.json", "token_audit.json",
-                 "backbone.json")
 PYFUNC_NAME = "model"
 
 
@@ -68,13 +65,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def content_hash(paths: list[Path]) -> str:
-    """sha256 over the prepared split files: two runs with equal hashes saw the same data."""
-    digest = hashlib.sha256()
-    for path in paths:
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def experiment_name(cfg: Config) -> str:
+    """`tracking.experiment`, else one experiment per dataset."""
+    return cfg.tracking.experiment or cfg.data.name
 
 
 class Tracker:
@@ -93,7 +86,7 @@ class Tracker:
             yield self
             return
         mlflow = self.mlflow
-        mlflow.set_experiment(self.cfg.tracking.experiment or self.cfg.data.name)
+        mlflow.set_experiment(experiment_name(self.cfg))
         with mlflow.start_run(run_name=name) as active:
             self.run_id = active.info.run_id
             mlflow.log_params(flatten(self.cfg))
@@ -142,6 +135,8 @@ class Tracker:
         """
         if not self.enabled:
             return None
+        import pandas as pd
+
         import pipeline
 
         package = Path(pipeline.__file__).parent
@@ -178,78 +173,10 @@ def _requirements() -> list[str]:
     return out
 
 
-def _pyfunc_base() -> type:
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class NewsClassifier(_pyfunc_base()):  # type: ignore[misc]
-    """MLflow pyfunc: a DataFrame with `text` (or `title` + `text`) in; label, confidence, probabilities out."""
-
-    def load_context(self, context: Any) -> None:
-        """Load the bundled model directory through the project's own scorer."""
-        from pipeline.evaluate import load_scorer  # the predictor's code path, not a copy of it
-
-        self.scorer = load_scorer(context.artifacts["model_dir"])
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """Label, calibrated confidence and one prob_<label> column per label, row for row.
-
-        (A DataFrame hint is one mlflow accepts without deriving a schema from it.)
-        """
-        from pipeline.text import join_fields
-
-        frame = pd.DataFrame(model_input)
-        fields = [f for f in self.scorer.cfg.data.text_fields if f in frame.columns] or ["text"]
-        texts = [join_fields(row) for row in frame[fields].astype("string").fillna("").itertuples(index=False)]
-        probs = self.scorer.predict_proba(texts)
-        labels = list(self.scorer.labels.ids)
-        out = pd.DataFrame({"label": [labels[i] for i in probs.argmax(axis=1)], "confidence": probs.max(axis=1)})
-        for i, label in enumerate(labels):
-            out[f"prob_{label}"] = probs[:, i]
-        return out
-
-
-class EpochLogger:
-    """A transformers TrainerCallback that sends per-epoch validation metrics and the loss to MLflow."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self.tracker = tracker
-
-    def callback(self) -> Any:
-        """The TrainerCallback instance (built lazily to keep transformers out of this module's import)."""
-        from transformers import TrainerCallback
-
-        tracker = self.tracker
-
-        class _Callback(TrainerCallback):
-            def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **_: Any) -> None:
-                vals = {k.replace("eval_", "val_"): v for k, v in (metrics or {}).items()
-                        if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
-                tracker.log_metrics(vals, step=round(state.epoch or 0))
-
-            def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
-                logs = logs or {}
-                if "loss" in logs:
-                    tracker.log_metrics({"train_loss": logs["loss"], "learning_rate": logs.get("learning_rate", 0)},
-                                        step=state.global_step)
-
-        return _Callback()
-
-
-def write_token_audit(model_dir: Path, metrics: dict[str, Any]) -> None:
-    """The token-length audit as its own artifact."""
-    if "token_audit" in metrics:
-        (model_dir / "token_audit.json").write_text(json.dumps(metrics["token_audit"], indent=2))
-
-
 def run_tags(cfg: Config, labels: list[str], family: str) -> dict[str, str]:
     """Tags that make runs comparable: data content hash, label set, model family."""
-    from pipeline.data import processed_dir
-
-    splits = [processed_dir(cfg) / f"{s}.jsonl" for s in ("train", "validation", "test")]
-    return {"dataset_hash": content_hash(splits), "labels": ",".join(labels), "model_family": family,
+    splits = [processed_dir(cfg) / f"{s}.jsonl" for s in SPLITS]  # equal hashes: the runs saw the same data
+    return {"dataset_hash": sha256(splits)[:16], "labels": ",".join(labels), "model_family": family,
             "model": Path(cfg.model.name_or_path.rstrip("/")).name if family != "tfidf" else "tfidf"}
 
 
@@ -267,7 +194,7 @@ def promote(cfg: Config, run_id: str | None = None, best: str | None = None, ali
     versions = client.search_model_versions(f"name='{name}'")
     by_run = {v.run_id: v for v in versions}
     if best:
-        experiment = cfg.tracking.experiment or cfg.data.name
+        experiment = experiment_name(cfg)
         runs = mlflow.search_runs(experiment_names=[experiment], order_by=[f"metrics.{best} DESC"],
                                   output_format="list")
         ranked = [r.info.run_id for r in runs if best in r.data.metrics and r.info.run_id in by_run]
@@ -284,7 +211,7 @@ def promote(cfg: Config, run_id: str | None = None, best: str | None = None, ali
 def list_runs(cfg: Config, experiment: str | None = None, sort: str = "test_macro_f1") -> list[dict[str, Any]]:
     """Runs of an experiment as rows for a terminal table, best first on `sort`."""
     mlflow, _ = _client(cfg)
-    name = experiment or cfg.tracking.experiment or cfg.data.name
+    name = experiment or experiment_name(cfg)
     if mlflow.get_experiment_by_name(name) is None:
         raise TrackingError(f"no experiment named '{name}' in {tracking_uri(cfg)}")
     runs = mlflow.search_runs(experiment_names=[name], output_format="list")

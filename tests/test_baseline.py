@@ -18,7 +18,8 @@ def prepared(overrides):
 @pytest.mark.parametrize("classifier", ["logreg", "linear_svc"])
 def test_baseline_learns_and_reloads(prepared, classifier):
     cfg = prepared.model_copy(update={"baseline": prepared.baseline.model_copy(update={"classifier": classifier})})
-    out, metrics, _ = train_baseline(cfg)
+    result = train_baseline(cfg)
+    out, metrics = result.model_dir, result.metrics
     assert metrics["test"]["accuracy"] >= 0.9
     assert metrics["baseline"]["C"] in cfg.baseline.C and len(metrics["baseline"]["grid"]) == len(cfg.baseline.C)
     assert {"model.joblib", "baseline.json", "labels.json", "pipeline.yaml", "metrics.json", "calibration.json",

@@ -3,7 +3,7 @@
 import importlib.util
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 
 def _module(name):

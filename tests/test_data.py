@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_corpus, write_jsonl
+from helpers import make_corpus, write_jsonl
 
 from pipeline.config import DataConfig, DedupConfig, LabelsConfig, SplitConfig, load_config
 from pipeline.data import deduplicate, load_labelled, prepare, shingles, split_rows

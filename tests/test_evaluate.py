@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from pipeline.artifacts import write_evaluation
 from pipeline.cli import main

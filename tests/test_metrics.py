@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from pipeline.metrics import classification_metrics, expected_calibration_error, fit_temperature, plot_confusion
-from pipeline.model import softmax
+from pipeline.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    plot_confusion,
+    softmax,
+)
 
 
 def test_hand_checked_metrics():

@@ -3,11 +3,12 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 
 from pipeline.config import LabelsConfig, ModelConfig
 from pipeline.errors import ModelError
 from pipeline.labels import load_labels
+from pipeline.metrics import softmax
 from pipeline.model import (
     Classifier,
     TextEncoder,
@@ -15,7 +16,6 @@ from pipeline.model import (
     load_pretrained,
     load_tokenizer,
     run_logits,
-    softmax,
 )
 
 LABELS = load_labels(LabelsConfig(file=str(ROOT / "configs/labels.yaml")))

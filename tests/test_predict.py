@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, make_corpus, write_jsonl
+from helpers import ROOT, make_corpus, write_jsonl
 
 from pipeline.cli import main
-from pipeline.predict import PredictOptions, predict
+from pipeline.predict import PredictJob, predict
 from pipeline.sinks import JsonlSink
 
 
@@ -238,7 +238,7 @@ def test_missing_input_is_one_line(model_dir, tmp_path, capsys):
 
 def test_programmatic_api(model_dir, dump, tmp_path):
     src = write_jsonl(tmp_path / "dump.jsonl", dump)
-    summary = predict(PredictOptions(model=str(model_dir), input=str(src), output=str(tmp_path / "o.csv"),
-                                     id_field="url", progress=False))
+    summary = predict(PredictJob(model=str(model_dir), input=str(src), output=str(tmp_path / "o.csv"),
+                                 progress=False), {"id_field": "url"})
     assert summary.rows == len(dump) and summary.errors == 0
     assert "docs/s" in summary.line("o.csv")

@@ -23,7 +23,7 @@ def _op_types(path):
 
 def test_onnx_export_fuses_attention_and_quantises_every_encoder_matmul(trained, tmp_path):
     pytest.importorskip("onnxruntime")
-    from pipeline.evaluate import load_scorer
+    from pipeline.scoring import load_scorer
 
     model_dir = shutil.copytree(trained[1].model_dir, tmp_path / "model")
     scorer = load_scorer(model_dir)

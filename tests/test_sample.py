@@ -3,7 +3,7 @@
 import json
 from collections import Counter
 
-from conftest import ROOT
+from helpers import ROOT
 
 from pipeline.config import load_config
 from pipeline.data import prepare

@@ -12,13 +12,12 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_train_overrides, write_jsonl
+from helpers import Tiny, write_jsonl
 from transformers import TrainerCallback
 
 from pipeline.baseline import train_baseline
 from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.data import load_split, prepare
+from pipeline.data import load_split
 from pipeline.errors import PipelineError
 from pipeline.model import TransformerScorer
 from pipeline.tracking import resolve_model_uri
@@ -61,18 +60,19 @@ def server(tmp_path_factory):
     log.close()
 
 
+TRACKED = ("tracking.enabled=true", f"tracking.registered_model={MODEL}", "tracking.experiment=fixture-news")
+
+
 @pytest.fixture(scope="module")
 def runs(server, tmp_path_factory, corpus, tiny_bert):
     root = tmp_path_factory.mktemp("tracked")
-    overrides = [*tiny_train_overrides(root, write_jsonl(root / "c.jsonl", corpus), tiny_bert),
-                 "tracking.enabled=true", f"tracking.uri={server}", f"tracking.registered_model={MODEL}",
-                 "tracking.experiment=fixture-news", "train.epochs=6"]
-    cfg = load_config(overrides=overrides)
-    prepare(cfg)
+    tiny = Tiny(root, write_jsonl(root / "c.jsonl", corpus), tiny_bert)
+    args = tiny.args(*TRACKED, f"tracking.uri={server}", "train.epochs=6")
+    cfg = tiny.prepared(*TRACKED, f"tracking.uri={server}", "train.epochs=6")
     result = train(cfg)
-    base_dir, _, base_run = train_baseline(cfg)
+    base = train_baseline(cfg)
     mlflow.set_tracking_uri(server)
-    return cfg, overrides, result, base_dir, base_run
+    return cfg, args, result, base.model_dir, base.run_id
 
 
 def test_runs_record_params_metrics_tags_and_artifacts(runs):
@@ -111,8 +111,8 @@ def test_same_metric_names_for_both_kinds(runs):
 
 
 def test_promote_and_pyfunc_from_registry(runs, capsys):
-    cfg, overrides, result, _, _ = runs
-    assert main(["promote", *overrides, "--run", result.run_id]) == 0
+    cfg, args, result, _, _ = runs
+    assert main(["promote", *args, "--run", result.run_id]) == 0
     assert f"models:/{MODEL}@champion" in capsys.readouterr().out
     texts = [r["text"] for r in load_split(cfg, "test")]
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
@@ -127,13 +127,10 @@ def test_promote_and_pyfunc_from_registry(runs, capsys):
     assert not (local_dir / "checkpoints").exists()  # removed before logging: the store gets the model only
 
 
-def test_kept_checkpoints_stay_out_of_the_store(server, tmp_path, corpus, tiny_bert):
-    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
-                 "tracking.enabled=true", f"tracking.uri={server}", "tracking.experiment=kept-checkpoints",
-                 "train.epochs=2", "train.keep_checkpoints=true"]
-    cfg = load_config(overrides=overrides)
-    prepare(cfg)
-    result = train(cfg)
+def test_kept_checkpoints_stay_out_of_the_store(server, cfg_tiny):
+    result = train(cfg_tiny.prepared("tracking.enabled=true", f"tracking.uri={server}",
+                                     "tracking.experiment=kept-checkpoints", "train.epochs=2",
+                                     "train.keep_checkpoints=true"))
     assert list((result.model_dir / "checkpoints").glob("checkpoint-*"))  # still here, to resume from
     mlflow.set_tracking_uri(server)
     logged = resolve_model_uri(f"runs:/{result.run_id}/model")
@@ -143,11 +140,11 @@ def test_kept_checkpoints_stay_out_of_the_store(server, tmp_path, corpus, tiny_b
 
 
 def test_promote_best_and_runs_table(runs, capsys):
-    _, overrides, result, _, base_run = runs
-    assert main(["promote", *overrides, "--best", "test_macro_f1"]) == 0
+    _, args, result, _, base_run = runs
+    assert main(["promote", *args, "--best", "test_macro_f1"]) == 0
     promoted = capsys.readouterr().out
     assert result.run_id in promoted or base_run in promoted
-    assert main(["runs", *overrides, "--sort", "test_macro_f1"]) == 0
+    assert main(["runs", *args, "--sort", "test_macro_f1"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["run", "id", "kind", "model"]
     assert len(table) == 3
@@ -155,11 +152,10 @@ def test_promote_best_and_runs_table(runs, capsys):
     assert f1 == sorted(f1, reverse=True)
 
 
-def test_unreachable_server_fails_before_training(tmp_path, corpus, tiny_bert, capsys):
-    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
-                 "tracking.enabled=true", f"tracking.uri=http://127.0.0.1:{_free_port()}"]
-    prepare(load_config(overrides=overrides))
-    assert main(["train", *overrides]) == 2
+def test_unreachable_server_fails_before_training(tmp_path, cfg_tiny, capsys):
+    overrides = ("tracking.enabled=true", f"tracking.uri=http://127.0.0.1:{_free_port()}")
+    cfg_tiny.prepared(*overrides)
+    assert main(["train", *cfg_tiny.args(*overrides)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: MLflow tracking store http://127.0.0.1:") and "unreachable" in err
     assert err.count("\n") == 1
@@ -171,11 +167,9 @@ class _Boom(TrainerCallback):
         raise RuntimeError("simulated crash")
 
 
-def test_crashed_run_is_marked_failed(runs, tmp_path, corpus, tiny_bert):
-    _, overrides, _, _, _ = runs
-    cfg = load_config(overrides=[*overrides[:-1], "train.epochs=2", "tracking.run_name=crash",
-                                 f"data.processed_dir={tmp_path}", "tracking.registered_model=null"])
-    prepare(cfg)
+def test_crashed_run_is_marked_failed(server, runs, cfg_tiny):
+    cfg = cfg_tiny.prepared(*TRACKED, f"tracking.uri={server}", "train.epochs=2", "tracking.run_name=crash",
+                            "tracking.registered_model=null")
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, callbacks=[_Boom()])
     found = mlflow.search_runs(experiment_names=["fixture-news"], filter_string="tags.mlflow.runName = 'crash'",
@@ -235,17 +229,14 @@ class _DroppingProxy(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
 
-def test_run_survives_dropped_connections(server, runs, tmp_path):
-    _, overrides, _, _, _ = runs
+def test_run_survives_dropped_connections(server, runs, cfg_tiny):
     proxy = _DroppingProxy(server)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:
         uri = f"http://127.0.0.1:{proxy.server_address[1]}"
-        cfg = load_config(overrides=[*overrides[:-1], "train.epochs=2", "tracking.run_name=flaky",
-                                     f"tracking.uri={uri}", f"data.processed_dir={tmp_path}",
-                                     "tracking.registered_model=null"])
-        prepare(cfg)
+        cfg = cfg_tiny.prepared(*TRACKED, f"tracking.uri={uri}", "train.epochs=2", "tracking.run_name=flaky",
+                                "tracking.registered_model=null")
         result = train(cfg)
     finally:
         proxy.shutdown()

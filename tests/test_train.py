@@ -3,16 +3,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_train_overrides, write_jsonl
+from helpers import ROOT, write_jsonl
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
-from pipeline.config import load_config
-from pipeline.data import load_split, prepare
+from pipeline.config import LabelsConfig, load_config
+from pipeline.data import load_split
 from pipeline.errors import ConfigError
 from pipeline.evaluate import evaluate
-from pipeline.labels import LabelMap
-from pipeline.model import TransformerScorer
-from pipeline.train import class_weights, freeze, param_groups, precision_flags, train, weighted_loss
+from pipeline.finetune import class_weights, freeze, param_groups, weighted_loss
+from pipeline.labels import LabelMap, load_labels
+from pipeline.model import TransformerScorer, load_pretrained, precision_flags
+from pipeline.train import train
+
+LABELS = load_labels(LabelsConfig(file=str(ROOT / "configs/labels.yaml")))
 
 
 def test_learns_the_fixture(trained):
@@ -34,11 +37,8 @@ def test_model_directory_is_self_describing(trained):
     assert not (result.model_dir / "checkpoints").exists()  # removed once the run finished
 
 
-def test_kept_checkpoints_are_pruned(tmp_path, corpus, tiny_bert):
-    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
-                 "train.epochs=3", "train.keep_checkpoints=true"]
-    prepare(load_config(overrides=overrides))
-    result = train(load_config(overrides=overrides))
+def test_kept_checkpoints_are_pruned(cfg_tiny):
+    result = train(cfg_tiny.prepared("train.epochs=3", "train.keep_checkpoints=true"))
     checkpoints = list((result.model_dir / "checkpoints").glob("checkpoint-*"))
     assert 1 <= len(checkpoints) <= 2  # pruned to best and last
 
@@ -61,11 +61,9 @@ def test_reloaded_model_reproduces_test_metrics(trained, tmp_path):
     assert metrics["ece"] == pytest.approx(result.metrics["test"]["ece"], abs=1e-6)
 
 
-def test_same_seed_same_predictions(tmp_path, corpus, tiny_bert, trained):
+def test_same_seed_same_predictions(cfg_tiny, trained):
     cfg, result = trained
-    again = load_config(overrides=tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert))
-    prepare(again)
-    second = train(again)
+    second = train(cfg_tiny.prepared())
     texts = [r["text"] for r in load_split(cfg, "test")]
     a = TransformerScorer(result.model_dir).predict_proba(texts)
     b = TransformerScorer(second.model_dir).predict_proba(texts)
@@ -91,23 +89,20 @@ class _FirstStep(TrainerCallback):
             self.first = state.global_step
 
 
-def test_resume_continues_from_checkpoint(tmp_path, corpus, tiny_bert):
-    overrides = [*tiny_train_overrides(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert),
-                 "train.epochs=4"]
-    cfg = load_config(overrides=overrides)
-    prepare(cfg)
+def test_resume_continues_from_checkpoint(tmp_path, cfg_tiny):
+    cfg = cfg_tiny.prepared("train.epochs=4")
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[_CrashAfter(2)])
     assert (tmp_path / "models").exists() and list(tmp_path.glob("models/*/checkpoints/checkpoint-*"))
     steps_per_epoch = -(-len(load_split(cfg, "train")) // 8)
     probe = _FirstStep()
-    resumed = train(load_config(overrides=[*overrides, "train.resume=true"]), callbacks=[probe])
+    resumed = train(cfg_tiny("train.epochs=4", "train.resume=true"), callbacks=[probe])
     assert probe.first == 2 * steps_per_epoch + 1
     assert max(h["epoch"] for h in resumed.metrics["history"]) == 4
 
 
-def test_class_weights(trained):
-    cfg, _ = trained
+def test_class_weights():
+    cfg = load_config()
     labels = LabelMap(ids=("a", "b", "c"))
     y = [0] * 8 + [1] * 2 + [2] * 2
     auto = class_weights(cfg.model_copy(update={"train": cfg.train.model_copy(update={"class_weights": "auto"})}),
@@ -125,18 +120,16 @@ def test_class_weights(trained):
     assert not torch.isclose(plain, weighted)  # the rare class's error counts more
 
 
-def test_layerwise_learning_rates(trained):
-    _, result = trained
-    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+def test_layerwise_learning_rates(tiny_bert):
+    model = load_pretrained(str(tiny_bert), LABELS)
     groups = param_groups(model, lr=1e-3, head_lr=1e-2, decay=0.5, weight_decay=0.01)
     rates = sorted({g["lr"] for g in groups})
     assert rates == pytest.approx([1e-3 * 0.5 ** 3, 1e-3 * 0.5 ** 2, 1e-3 * 0.5, 1e-2])
     assert any(g["weight_decay"] == 0.0 for g in groups)
 
 
-def test_freezing_embeddings_and_lower_layers(trained):
-    _, result = trained
-    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+def test_freezing_embeddings_and_lower_layers(tiny_bert):
+    model = load_pretrained(str(tiny_bert), LABELS)
     total = sum(p.numel() for p in model.parameters())
     embeddings = sum(p.numel() for p in model.bert.embeddings.parameters())
     layer0 = sum(p.numel() for p in model.bert.encoder.layer[0].parameters())
@@ -151,7 +144,7 @@ def test_freezing_embeddings_and_lower_layers(trained):
 
 
 def test_precision_on_cpu(monkeypatch):
-    import pipeline.train as train_module
+    import pipeline.model as train_module
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
@@ -174,16 +167,16 @@ def test_epoch_metrics_match_final_evaluation(trained):
     assert result.metrics["validation"]["macro_f1"] == pytest.approx(best)
 
 
-def test_linear_probe_fits_the_head_on_frozen_features(trained, tiny_bert):
-    from pipeline.model import Classifier, TextEncoder, load_pretrained, load_tokenizer
-    from pipeline.train import linear_probe
+def test_linear_probe_fits_the_head_on_frozen_features(cfg_tiny, tiny_bert):
+    from pipeline.finetune import linear_probe
+    from pipeline.model import Classifier, TextEncoder, load_tokenizer
 
-    cfg, _ = trained
-    labels = LabelMap.load(trained[1].model_dir)
+    cfg = cfg_tiny.prepared()
+    labels = LABELS
     tok = load_tokenizer(str(tiny_bert))
     rows = load_split(cfg, "train")
     enc = TextEncoder(tok, cfg.model).encode([r["text"] for r in rows])
-    y = [labels.label2id[r["label"]] for r in rows]
+    y = labels.encode(rows).tolist()
     model = Classifier(load_pretrained(str(tiny_bert), labels), "mean")
     before = model.inner.classifier.weight.detach().clone()
     train_acc = linear_probe(model, tok, enc, y, len(labels), seed=0)

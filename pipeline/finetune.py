@@ -1,0 +1,162 @@
+"""The parts of the fine-tuning recipe around the HF Trainer: class-weighted loss, freezing, layer-wise learning
+rates, LP-FT (a linear probe fitted before fine-tuning), the Trainer subclass, and per-epoch tracking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError
+from pipeline.labels import LabelMap
+from pipeline.model import Classifier, Encoded, run_logits
+from pipeline.tracking import Tracker
+
+
+def class_weights(cfg: Config, labels: LabelMap, y: list[int]) -> torch.Tensor | None:
+    """Loss weights per label: balanced (`auto`), square-root balanced (`sqrt`), none, or explicit."""
+    spec = cfg.train.class_weights
+    if spec == "none":
+        return None
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(labels.ids))
+        if unknown:
+            raise ConfigError(f"train.class_weights: unknown label '{unknown[0]}'")
+        return torch.tensor([float(spec.get(lb, 1.0)) for lb in labels.ids])
+    counts = np.bincount(np.asarray(y), minlength=len(labels)).astype(float)
+    balanced = np.where(counts > 0, len(y) / (len(labels) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(np.sqrt(balanced) if spec == "sqrt" else balanced, dtype=torch.float32)
+
+
+def weighted_loss(weights: torch.Tensor | None) -> Any:
+    """A Trainer `compute_loss_func`: cross-entropy with optional class weights."""
+
+    def loss_fn(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"]
+        w = weights.to(logits.device, logits.dtype) if weights is not None else None
+        return torch.nn.functional.cross_entropy(logits, labels, weight=w)
+
+    return loss_fn
+
+
+def depth(name: str, n_layers: int) -> int:
+    """A parameter's place in the stack: 0 embeddings, 1..n_layers encoder layers, n_layers + 1 head and pooler."""
+    if ".encoder.layer." in name:
+        return int(name.split(".encoder.layer.")[1].split(".")[0]) + 1
+    return 0 if ".embeddings." in name else n_layers + 1
+
+
+def freeze(model: torch.nn.Module, embeddings: bool, layers: int) -> int:
+    """Fix the embeddings and/or the lowest `layers` encoder layers; returns the trainable parameter count."""
+    n_layers = getattr(model.config, "num_hidden_layers", 0)
+    if layers > n_layers:
+        raise ConfigError(f"train.freeze_layers={layers}, but the model has {n_layers} layers")
+    for name, param in model.named_parameters():
+        d = depth(name, n_layers)
+        if (embeddings and d == 0) or 1 <= d <= layers:
+            param.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def param_groups(model: torch.nn.Module, lr: float, head_lr: float | None, decay: float,
+                 weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups with layer-wise learning-rate decay; no weight decay on biases and norms."""
+    n_layers = getattr(model.config, "num_hidden_layers", 0)
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        d = depth(name, n_layers)
+        rate = (head_lr or lr) if d == n_layers + 1 else lr * decay ** (n_layers + 1 - d)
+        wd = 0.0 if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else weight_decay
+        groups.setdefault((rate, wd), []).append(param)
+    return [{"params": p, "lr": rate, "weight_decay": wd} for (rate, wd), p in groups.items()]
+
+
+class LayerwiseTrainer(Trainer):
+    """A Trainer whose optimizer gives the head its own learning rate and decays the rates layer by layer, and
+    which evaluates in dataset order.
+
+    The order matters because `compute_metrics` maps chunk predictions back to documents by position. Trainer
+    has no public hook for the evaluation sampler, so this overrides the private `_get_eval_sampler`: if a
+    transformers release renames it, per-epoch validation metrics would be computed on shuffled chunks, which
+    `test_epoch_metrics_match_final_evaluation` catches.
+    """
+
+    def __init__(self, *args: Any, head_lr: float | None = None, lr_decay: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_lr, self.lr_decay = head_lr, lr_decay
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
+        """Evaluate in dataset order."""
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """AdamW over parameter groups: (layer depth, decay or not)."""
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(
+                param_groups(self.model, self.args.learning_rate, self.head_lr, self.lr_decay,
+                             self.args.weight_decay))
+        return self.optimizer
+
+
+@torch.inference_mode()
+def head_inputs(model: Classifier, tokenizer: Any, input_ids: list[list[int]], batch_size: int) -> np.ndarray:
+    """What the classifier layer sees for each input (pooled features), captured with a forward hook."""
+    captured: list[np.ndarray] = []
+    hook = model.inner.classifier.register_forward_hook(
+        lambda _m, args, _o: captured.append(args[0].float().cpu().numpy()))
+    try:
+        run_logits(model, tokenizer, sorted(input_ids, key=len), batch_size, next(model.parameters()).device)
+    finally:
+        hook.remove()
+    feats = np.concatenate(captured)
+    order = np.argsort([len(x) for x in input_ids], kind="stable")
+    out = np.empty_like(feats)
+    out[order] = feats
+    return out
+
+
+def linear_probe(model: Classifier, tokenizer: Any, enc: Encoded, y: list[int], n_labels: int, seed: int) -> float:
+    """LP-FT: fit the head on frozen features (balanced logistic regression) before fine-tuning the whole model."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = model.inner.classifier
+    if not isinstance(head, torch.nn.Linear):
+        raise ConfigError("train.linear_probe needs a linear classifier head")
+    model.eval()
+    feats = head_inputs(model, tokenizer, enc.input_ids, 32)
+    targets = np.asarray([y[d] for d in enc.doc_index])
+    probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed).fit(feats, targets)
+    weight = np.zeros((n_labels, feats.shape[1]), dtype=np.float32)
+    bias = np.full(n_labels, -10.0, dtype=np.float32)  # labels absent from training stay unlikely
+    weight[probe.classes_] = probe.coef_ if len(probe.classes_) > 2 else np.vstack([-probe.coef_, probe.coef_])
+    bias[probe.classes_] = probe.intercept_ if len(probe.classes_) > 2 else [-probe.intercept_[0],
+                                                                              probe.intercept_[0]]
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+    return float(probe.score(feats, targets))
+
+
+class TrackerCallback(TrainerCallback):
+    """Sends per-epoch validation metrics and the training loss to the run's tracker."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **_: Any) -> None:
+        """`eval_*` metrics as `val_*`, one step per epoch."""
+        vals = {k.replace("eval_", "val_"): v for k, v in (metrics or {}).items()
+                if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
+        self.tracker.log_metrics(vals, step=round(state.epoch or 0))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
+        """The loss and learning rate at the global step."""
+        logs = logs or {}
+        if "loss" in logs:
+            self.tracker.log_metrics({"train_loss": logs["loss"], "learning_rate": logs.get("learning_rate", 0)},
+                                     step=state.global_step)

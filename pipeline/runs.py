@@ -1,0 +1,40 @@
+"""The end of every training run, whatever the model kind: write the model directory, evaluate, log."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import CHECKPOINTS, write_evaluation, write_model_dir
+from pipeline.config import Config
+from pipeline.labels import LabelMap
+from pipeline.tracking import Tracker
+
+
+@dataclass
+class RunResult:
+    """What a training run produced."""
+
+    model_dir: Path
+    metrics: dict[str, Any]
+    run_id: str | None = None
+
+
+def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: LabelMap, metrics: dict[str, Any],
+               temperature: float, save_weights: Callable[[Path], None], test_rows: list[dict[str, Any]],
+               test_probs: np.ndarray, extra: dict[str, Any] | None = None) -> RunResult:
+    """Write the model directory and its test evaluation, drop finished checkpoints, log metrics and model."""
+    write_model_dir(out, kind=kind, cfg=cfg, labels=labels, metrics=metrics, temperature=temperature,
+                    save_weights=save_weights, extra=extra)
+    write_evaluation(out, test_rows, labels.encode(test_rows), test_probs, labels, metrics_file=False)
+    if not cfg.train.keep_checkpoints:  # the model is written: nothing left to resume
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    tracker.log_final(metrics, list(labels.ids))
+    tracker.log_dir(out)
+    tracker.log_model(out, exclude=(CHECKPOINTS,))  # kept checkpoints stay local, never in the store
+    return RunResult(model_dir=out, metrics=metrics, run_id=tracker.run_id)
