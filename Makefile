@@ -8,7 +8,7 @@ DEMO_MODEL := models/demo-e5-small-mean-chunks160
 DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint demo ui clean bench bench-sample
+.PHONY: help install test lint demo ui clean bench bench-sample
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -26,9 +26,6 @@ install: $(VENV)/.installed ## create .venv: torch (CPU) first, then the package
 
 test: install ## run the default test suite (no network, tiny models)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
-
-test-slow: install ## run the slow tests too
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m ''
 
 lint: install ## ruff check
 	$(VENV)/bin/ruff check .

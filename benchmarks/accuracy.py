@@ -100,7 +100,7 @@ def main() -> None:
     result: dict[str, Any] = {"dataset": args.dataset, "data_report": json.loads((out / REPORT_FILE).read_text()),
                               "machine": f"{platform.machine()}, 2 CPU cores (no GPU)"}
     result["data_report"].pop("lengths", None)
-    _, base_metrics, _ = train_baseline(cfg)
+    base_metrics = train_baseline(cfg).metrics
     result["baseline"] = summary(base_metrics) | {"C": base_metrics["baseline"]["C"]}
     result["baseline_cv"] = cross_validate(cfg)
     print("baseline", json.dumps(result["baseline"]), json.dumps(result["baseline_cv"]), flush=True)

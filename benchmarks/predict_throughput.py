@@ -50,13 +50,13 @@ def reference_pipeline(model_dir: Path, pooling: str, batch_size: int, max_lengt
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
     from transformers.modeling_outputs import SequenceClassifierOutput
 
+    from pipeline.model import mean_pool
+
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     if pooling == "mean":
         def forward(input_ids=None, attention_mask=None, token_type_ids=None, **_):
             hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            return SequenceClassifierOutput(logits=model.classifier(pooled))
+            return SequenceClassifierOutput(logits=model.classifier(mean_pool(hidden, attention_mask)))
         model.forward = forward
     tok = AutoTokenizer.from_pretrained(model_dir)
     return pipeline("text-classification", model=model, tokenizer=tok, device=-1, batch_size=batch_size,
@@ -66,18 +66,15 @@ def reference_pipeline(model_dir: Path, pooling: str, batch_size: int, max_lengt
 def run_predictor(model: Path, inp: Path, out: Path, batch_size: int, threads: int, extra: list[str],
                   ) -> tuple[float, float]:
     """Steady-state docs/s of `pipeline predict` (model load and agreement check excluded), and total seconds."""
-    from pipeline.cli import build_parser
-    from pipeline.predict import PredictOptions, parse_shard, predict
+    from pipeline.cli import build_parser, predict_request
+    from pipeline.predict import predict
 
     args = build_parser().parse_args(["predict", "--model", str(model), "--input", str(inp), "--output", str(out),
-                                      "--batch-size", str(batch_size), "--threads", str(threads),
-                                      "--long-text", "head", "--min-agreement", "0", *extra])
-    opts = PredictOptions(model=args.model, input=args.input, output=args.output, batch_size=args.batch_size,
-                          threads=args.threads, overwrite=True, shard=parse_shard(args.shard), runtime=args.runtime,
-                          quantize=args.quantize, precision=args.precision, long_text=args.long_text,
-                          min_agreement=0.0, progress=False)
+                                      "--batch-size", str(batch_size), "--threads", str(threads), "--overwrite",
+                                      "--quiet", "--long-text", "head", "--min-agreement", "0", *extra])
+    job, flags = predict_request(args)
     started = time.perf_counter()
-    summary = predict(opts)
+    summary = predict(job, flags)
     return summary.rows / summary.seconds, time.perf_counter() - started
 
 
@@ -114,7 +111,7 @@ def main() -> None:
         raise SystemExit(f"{args.model}: no fine-tuned model; run `python benchmarks/accuracy.py security` first")
     torch.set_num_threads(args.threads)
     from pipeline.artifacts import read_model_config
-    from pipeline.evaluate import load_scorer
+    from pipeline.scoring import load_scorer
 
     cfg = read_model_config(args.model)
     scorer = load_scorer(args.model)

@@ -44,7 +44,8 @@ def one_split(seed: int, keep: bool, overrides: list[str], tag: str) -> dict[str
                                f"tracking.run_name=sample-split{seed}-e5-small{tag}", "output_dir=models/sample-splits",
                                *overrides])
     prepare(cfg)
-    base_dir, base, _ = train_baseline(cfg)
+    baseline = train_baseline(cfg)
+    base_dir, base = baseline.model_dir, baseline.metrics
     started = time.time()
     run = train(cfg)
     minutes = (time.time() - started) / 60

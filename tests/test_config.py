@@ -89,3 +89,18 @@ def test_yaml_round_trip_and_flat_params():
     assert flat["train.epochs"] == "4.0"
     assert flat["model.name_or_path"] == "aubmindlab/bert-base-arabertv02"
     assert "data.dedup.threshold" in flat
+
+
+def test_flags_override_a_saved_section_and_are_validated_by_it():
+    from pipeline.config import PredictConfig, with_flags
+
+    saved = PredictConfig(threshold=0.8, batch_size=8)
+    merged = with_flags(saved, {"threshold": None, "batch_size": 64, "runtime": "onnx"})
+    assert (merged.threshold, merged.batch_size, merged.runtime) == (0.8, 64, "onnx")  # None: not given
+    assert merged.fast_runtime and not saved.fast_runtime
+    with pytest.raises(ConfigError, match=r"^--threshold 1\.5: expected a confidence between 0 and 1$"):
+        with_flags(saved, {"threshold": 1.5})
+    with pytest.raises(ConfigError, match=r"^--batch-size 0: Input should be greater than or equal to 1$"):
+        with_flags(saved, {"batch_size": 0})
+    with pytest.raises(ConfigError, match=r"^--precision bf16 applies to --runtime torch$"):
+        with_flags(saved, {"runtime": "onnx", "precision": "bf16"})

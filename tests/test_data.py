@@ -177,3 +177,13 @@ def test_prepare_report(tmp_path, overrides, corpus):
     assert sum(report["label_counts"]["test"].values()) == len((out / "test.jsonl").read_text().splitlines())
     assert report["lengths"]["train"]["words"]["min"] > 0
     assert set(report["lengths"]["train"]) == {"chars", "words"}
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    ("{not json", "invalid_json"), ('{"id": "2", "label": "other"}', "missing_text"),
+    ('{"id": "2", "text": " ", "label": "other"}', "is_empty"), ('{"id": "2", "text": "نص"}', "missing_label"),
+    ('{"id": "2", "text": "نص", "label": "sports"}', "not_in_the_label_set")])
+def test_every_row_error_carries_its_code(tmp_path, line, code):
+    with pytest.raises(DataError) as err:
+        _load(tmp_path, [GOOD, line])
+    assert err.value.code == code  # the report counts by this code, whatever the message says

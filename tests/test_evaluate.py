@@ -1,41 +1,6 @@
-import csv
-import json
-
-import numpy as np
-import pytest
 from helpers import write_jsonl
 
-from pipeline.artifacts import write_evaluation
 from pipeline.cli import main
-from pipeline.labels import LabelMap
-
-
-def test_write_evaluation_hand_checked(tmp_path):
-    labels = LabelMap(ids=("a", "b", "c"))
-    rows = [{"id": f"r{i}", "text": f"نص رقم {i} " * 50} for i in range(4)]
-    y = np.array([0, 0, 1, 2])
-    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.05, 0.35, 0.6]])
-    m = write_evaluation(tmp_path, rows, y, probs, labels)
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["accuracy"] == 0.75 and saved["macro_f1"] == pytest.approx(m["macro_f1"])
-    assert set(saved) >= {"accuracy", "macro_f1", "weighted_f1", "ece", "per_class"}
-    assert saved["per_class"]["a"]["support"] == 2
-    with open(tmp_path / "errors.csv", encoding="utf-8") as fh:
-        errors = list(csv.DictReader(fh))
-    assert [(e["id"], e["true"], e["predicted"], e["confidence"]) for e in errors] == [("r1", "a", "b", "0.7000")]
-    assert len(errors[0]["text"]) == 200
-    report = (tmp_path / "classification_report.txt").read_text()
-    assert "macro avg" in report and "     a " in report
-    assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
-
-
-def test_errors_sorted_by_confidence(tmp_path):
-    labels = LabelMap(ids=("a", "b"))
-    rows = [{"id": str(i), "text": "x"} for i in range(3)]
-    probs = np.array([[0.4, 0.6], [0.1, 0.9], [0.3, 0.7]])
-    write_evaluation(tmp_path, rows, np.array([0, 0, 0]), probs, labels)
-    with open(tmp_path / "errors.csv", encoding="utf-8") as fh:
-        assert [r["id"] for r in csv.DictReader(fh)] == ["1", "2", "0"]
 
 
 def test_cli_evaluate_transformer_and_baseline(trained, tmp_path, capsys):

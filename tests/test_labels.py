@@ -59,3 +59,10 @@ def test_duplicate_and_empty_label_sets(tmp_path):
 def test_model_dir_without_labels_json(tmp_path):
     with pytest.raises(ModelError, match=r"no labels\.json"):
         LabelMap.load(tmp_path)
+
+
+def test_encode_rows():
+    labels = LabelMap(ids=("a", "b", "c"))
+    assert labels.encode([{"label": "c"}, {"label": "a"}]).tolist() == [2, 0]
+    assert labels.encode([{"gold": "b"}], key="gold").tolist() == [1]
+    assert labels.encode([]).shape == (0,)

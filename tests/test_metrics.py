@@ -47,3 +47,20 @@ def test_temperature_softens_an_overconfident_model():
 def test_confusion_plot(tmp_path):
     path = plot_confusion([[3, 1], [0, 4]], ["attack_report", "other"], tmp_path / "cm.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_is_fitted_on_validation_only():
+    from pipeline.metrics import calibrated_metrics
+
+    rng = np.random.default_rng(0)
+    logits = {s: rng.normal(size=(40, 3)) * 4 for s in ("validation", "test")}
+    noisy = np.where(rng.random(40) < 0.3, rng.integers(0, 3, 40), logits["validation"].argmax(1))
+    y = {"validation": noisy, "test": rng.integers(0, 3, 40)}  # test alone would want another temperature
+    probs_at = {s: (lambda t, lg=lg: softmax(lg, t)) for s, lg in logits.items()}
+    metrics, temp, probs = calibrated_metrics(probs_at, y, ["a", "b", "c"])
+    assert temp == pytest.approx(fit_temperature(probs_at["validation"], y["validation"]))
+    assert temp != pytest.approx(fit_temperature(probs_at["test"], y["test"]), rel=1e-3)
+    assert np.allclose(probs["test"], softmax(logits["test"], temp))
+    assert metrics["test"]["ece_uncalibrated"] == pytest.approx(
+        expected_calibration_error(softmax(logits["test"]), y["test"]))
+    assert calibrated_metrics(probs_at, y, ["a", "b", "c"], calibrate=False)[1] == 1.0

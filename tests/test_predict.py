@@ -242,3 +242,22 @@ def test_programmatic_api(model_dir, dump, tmp_path):
                                  progress=False), {"id_field": "url"})
     assert summary.rows == len(dump) and summary.errors == 0
     assert "docs/s" in summary.line("o.csv")
+
+
+def test_flags_override_the_models_saved_predict_section(model_dir, dump, tmp_path):
+    import shutil
+
+    import yaml
+
+    model = shutil.copytree(model_dir, tmp_path / "model")
+    saved = yaml.safe_load((model / "pipeline.yaml").read_text(encoding="utf-8"))
+    saved["predict"].update(threshold=1.0, top_k=2, id_field="url")
+    (model / "pipeline.yaml").write_text(yaml.safe_dump(saved, allow_unicode=True), encoding="utf-8")
+    src = write_jsonl(tmp_path / "dump.jsonl", dump)
+    assert main(["predict", "--model", str(model), "--input", str(src), "--output", str(tmp_path / "a.jsonl"),
+                 "--quiet"]) == 0
+    rows = _read(tmp_path / "a.jsonl")
+    assert all(len(r["top"]) == 2 and r["needs_review"] for r in rows)  # the saved section decides
+    assert [r["id"] for r in rows] == [d["url"] for d in dump]
+    assert _run(model, src, tmp_path / "b.jsonl", "--threshold", "0", "--top-k", "3") == 0
+    assert all(len(r["top"]) == 3 and not r["needs_review"] for r in _read(tmp_path / "b.jsonl"))

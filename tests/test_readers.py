@@ -87,3 +87,12 @@ def test_read_jsonl_is_strict(tmp_path):
     path.write_text('{"a": 1}\nnope\n')
     with pytest.raises(DataError, match=r"x.jsonl:2: invalid_json"):
         read_jsonl(path)
+
+
+def test_shards_are_dealt_by_position_and_survive_a_resume(tmp_path):
+    rows = [{"id": str(i), "text": "x"} for i in range(10)]
+    path = write_jsonl(tmp_path / "x.jsonl", rows)
+    shards = [[r.data["id"] for r in iter_rows(path, shard=(i, 3))] for i in range(3)]
+    assert shards == [["0", "3", "6", "9"], ["1", "4", "7"], ["2", "5", "8"]]
+    # shard 1 resumed after its row on line 5: the rows it still owes, not a re-dealt shard
+    assert [r.data["id"] for r in iter_rows(path, start_line=5, shard=(1, 3))] == ["7"]
