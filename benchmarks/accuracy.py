@@ -36,9 +36,9 @@ def cross_validate(cfg: Any, folds: int = 5) -> dict[str, float]:
     from sklearn.model_selection import StratifiedKFold
 
     from pipeline.baseline import build
-    from pipeline.data import load_split
+    from pipeline.data import SPLITS, load_split
 
-    rows = [r for s in ("train", "validation", "test") for r in load_split(cfg, s)]
+    rows = [r for s in SPLITS for r in load_split(cfg, s)]
     x, y = np.array([r["text"] for r in rows], dtype=object), np.array([r["label"] for r in rows])
     scores = []
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=cfg.train.seed).split(x, y):
