@@ -16,6 +16,7 @@ from sklearn.svm import LinearSVC
 from pipeline.artifacts import BASELINE_FILE, Scorer, load_baseline, model_dir, run_name, save_baseline
 from pipeline.config import BaselineConfig, Config
 from pipeline.data import SPLITS, load_split
+from pipeline.jobs import exclusive
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
 from pipeline.runs import RunResult, finish_run
@@ -70,6 +71,12 @@ def select(cfg: Config, labels: LabelMap, train: list[dict], val: list[dict]) ->
 
 def train_baseline(cfg: Config) -> RunResult:
     """Fit, calibrate and evaluate the baseline on the prepared splits; write a model directory, log the run."""
+    out = model_dir(cfg, KIND)
+    with exclusive(out, "model directory"):
+        return _train_baseline(cfg, out)
+
+
+def _train_baseline(cfg: Config, out: Path) -> RunResult:
     tracker = Tracker(cfg)
     labels = load_labels(cfg.labels)
     splits = {s: load_split(cfg, s) for s in SPLITS}
@@ -82,7 +89,7 @@ def train_baseline(cfg: Config) -> RunResult:
         metrics["baseline"] = chosen
         metrics["train_seconds"] = round(time.time() - started, 1)
         tracker.log_metrics({"baseline_C": chosen["C"]})
-        return finish_run(tracker, model_dir(cfg, KIND), kind=KIND, cfg=cfg, labels=labels, metrics=metrics,
+        return finish_run(tracker, out, kind=KIND, cfg=cfg, labels=labels, metrics=metrics,
                           temperature=temp, save_weights=partial(save_baseline, pipe), test_rows=splits["test"],
                           test_probs=probs["test"],
                           extra={BASELINE_FILE: {"kind": "tfidf", "classifier": cfg.baseline.classifier, **chosen}})

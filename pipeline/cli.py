@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.config import Config, load_config, to_yaml
 from pipeline.errors import PipelineError
+from pipeline.jobs import DiskError, is_disk_fault
 
 if TYPE_CHECKING:
     from pipeline.predict import PredictJob
@@ -22,7 +24,14 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cfg(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+    resume = ["train.resume=true"] if getattr(args, "resume", False) else []
+    return load_config(args.config, args.overrides + resume)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint of a run that stopped (= train.resume=true)")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -204,7 +213,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]]
     "config": (cmd_config, _config_args),
     "prepare": (cmd_prepare, _config_args),
     "baseline": (cmd_baseline, _config_args),
-    "train": (cmd_train, _config_args),
+    "train": (cmd_train, _train_args),
     "evaluate": (cmd_evaluate, _evaluate_args),
     "backbone": (cmd_backbone, _backbone_args),
     "predict": (cmd_predict, _predict_args),
@@ -225,14 +234,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues a stopped job: the same one, with --resume and without --overwrite."""
+    args = [a for a in argv if a != "--overwrite"]
+    return shlex.join(["pipeline", *args, *([] if "--resume" in args else ["--resume"])])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; user errors print one line and return 2."""
+    """Run one subcommand; user errors print one line and return their exit code (2 unless stated)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if exc.resumable:
+            print(f"to continue: {resume_command(argv)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a disk fault outside the writers that report their own state
+        if not is_disk_fault(exc):
+            raise
+        print(f"error: {exc.strerror}: {exc.filename or 'a write'}", file=sys.stderr)
+        return DiskError.exit_code

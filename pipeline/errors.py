@@ -2,7 +2,13 @@
 
 
 class PipelineError(Exception):
-    """A user-facing failure: bad config, bad data, missing model files."""
+    """A user-facing failure: bad config, bad data, missing model files.
+
+    `exit_code` is the command's exit status; `resumable` says whether rerunning with `--resume` continues the work.
+    """
+
+    exit_code = 2
+    resumable = False
 
 
 class ConfigError(PipelineError):

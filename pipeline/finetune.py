@@ -1,8 +1,12 @@
 """The parts of the fine-tuning recipe around the HF Trainer: class-weighted loss, freezing, layer-wise learning
-rates, LP-FT (a linear probe fitted before fine-tuning), the Trainer subclass, and per-epoch tracking."""
+rates, LP-FT (a linear probe fitted before fine-tuning), the Trainer subclass, per-epoch tracking, a checkpoint and
+a clean stop on SIGINT/SIGTERM, and the choice of checkpoint to resume from."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +15,7 @@ from transformers import Trainer, TrainerCallback
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError
+from pipeline.jobs import StopSignals
 from pipeline.labels import LabelMap
 from pipeline.model import Classifier, Encoded, run_logits
 from pipeline.tracking import Tracker
@@ -160,3 +165,33 @@ class TrackerCallback(TrainerCallback):
         if "loss" in logs:
             self.tracker.log_metrics({"train_loss": logs["loss"], "learning_rate": logs.get("learning_rate", 0)},
                                      step=state.global_step)
+
+
+class StopCallback(TrainerCallback):
+    """After SIGINT/SIGTERM, save a checkpoint at the end of the current step and end training there."""
+
+    def __init__(self, stop: StopSignals) -> None:
+        self.stop = stop
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
+        """Ask the Trainer for a checkpoint and a stop once a signal came."""
+        if self.stop.signum is not None:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint the Trainer finished writing; unfinished ones (a kill or full disk mid-save) go.
+
+    The Trainer writes `trainer_state.json` last and not atomically, so a checkpoint is complete when that file
+    parses; resuming from a half-written one would fail or, worse, load half a model.
+    """
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
+    for ckpt in found:
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            return ckpt
+        except (OSError, ValueError):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None

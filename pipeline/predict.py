@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
@@ -16,9 +17,10 @@ import numpy as np
 from pipeline.artifacts import Scorer, model_name, read_model_config
 from pipeline.config import PredictConfig, with_flags
 from pipeline.errors import DataError, PipelineError
+from pipeline.jobs import DiskError, StopSignals, disk_error, exclusive, is_disk_fault
 from pipeline.readers import RawRow, detect_format, iter_rows
 from pipeline.scoring import load_scorer
-from pipeline.sinks import open_sink
+from pipeline.sinks import errors_file, open_sink, prepare_output
 from pipeline.text import arabic_share, join_fields
 
 
@@ -209,69 +211,72 @@ def estimate_rows(path: str, shard: tuple[int, int]) -> int | None:
     return -(-total // shard[1])
 
 
-def _check_output(job: PredictJob, sink: Any) -> int:
-    """Refuse to clobber an existing output; on --resume, the input line to continue after."""
-    exists = Path(job.output).exists() or Path(job.output + ".parts").exists()
-    if exists and not (job.resume or job.overwrite):
-        raise DataError(f"{job.output}: exists; pass --resume to continue it or --overwrite to replace it",
-                        "output_exists")
-    if job.resume and job.input == "-":
-        raise DataError("--resume needs a file input, not stdin", "resume_stdin")
-    if exists and job.overwrite and not job.resume:
-        import shutil
-
-        for p in (Path(job.output), Path(job.output + ".errors.jsonl")):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(job.output + ".parts", ignore_errors=True)
-        return 0
-    return sink.recover() if job.resume else 0
-
-
-def _trim_errors(path: Path, after: int) -> None:
-    """Keep error records up to the resume point, so re-processed rows are not recorded twice."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [x for x in lines if x.endswith("\n") and json.loads(x)["line"] <= after]
-    path.write_text("".join(kept), encoding="utf-8")
-
-
 def predict(job: PredictJob, flags: dict[str, Any] | None = None) -> Summary:
-    """Classify a dump into `job.output`; resumable, sharded, in input order.
+    """Classify a dump into `job.output`; resumable, sharded, in input order, one writer per output.
 
     `flags` override the model's saved `predict:` section key by key (None: not given), e.g. {"threshold": 0.7}.
+    SIGINT/SIGTERM finish the current window and raise `Interrupted`; a full or read-only disk raises `DiskError`;
+    either way the output holds complete rows only, and `resume=True` continues after the last of them.
     """
     sink = open_sink(job.output)
     if job.input != "-" and not Path(job.input).exists():
         raise DataError(f"{job.input}: input not found", "not_found")
     detect_format(job.input)
-    scorer, name, opts = load(job, flags or {})
-    predictor = Predictor(scorer, name, opts)
-    if opts.fast_runtime:
-        switch_runtime(predictor, opts, job.input)
-    Path(job.output).parent.mkdir(parents=True, exist_ok=True)
-    start_after = _check_output(job, sink)
-    errors_path = Path(job.output + ".errors.jsonl")
-    _trim_errors(errors_path, start_after)
-    rows = iter_rows(job.input, start_line=start_after, shard=job.shard)
-    summary, started = Summary(), time.time()
+    with exclusive(job.output, "output"):
+        scorer, name, opts = load(job, flags or {})
+        predictor = Predictor(scorer, name, opts)
+        if opts.fast_runtime:
+            switch_runtime(predictor, opts, job.input)
+        with StopSignals("finishing the current window, then stopping") as stop:
+            return _classify(job, predictor, opts.window, sink, stop)
+
+
+def _classify(job: PredictJob, predictor: Predictor, window_size: int, sink: Any, stop: StopSignals) -> Summary:
+    start_after = prepare_output(sink, job.input, resume=job.resume, overwrite=job.overwrite)
+    errors_path = errors_file(job.output)
+    summary, started, last = Summary(), time.time(), start_after
     bar = _progress(job, start_after)
-    for window in windows(rows, opts.window):
+    for window in windows(iter_rows(job.input, start_line=start_after, shard=job.shard), window_size):
         outs = predictor.run(window)
         errs = [{"line": o["line"], "id": o["id"], "error": o["error"], "detail": r.detail}
                 for o, r in zip(outs, window, strict=True) if o["error"]]
-        if errs:
-            with open(errors_path, "a", encoding="utf-8") as fh:
-                fh.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errs))
-        sink.write(outs)
+        try:
+            if errs:
+                with open(errors_path, "a", encoding="utf-8") as fh:
+                    fh.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errs))
+            sink.write(outs)
+        except OSError as exc:
+            if not is_disk_fault(exc):
+                raise
+            raise _write_failed(exc, job, sink, summary.rows, last, outs) from None
         summary.add(outs, errs)
+        last = outs[-1]["line"]
         if bar is not None:
             bar.update(len(outs))
+        if stop.signum is not None:
+            break
     if bar is not None:
         bar.close()
-    sink.close()
+    stop.check(f"stopped after {summary.rows} rows; {job.output} is complete through input line {last}")
+    try:
+        sink.close()
+    except OSError as exc:
+        if not is_disk_fault(exc):
+            raise
+        raise disk_error(exc, f"finishing {job.output}", "every row is written; rerun with --resume to finish "
+                         "the output", resumable=True) from None
     summary.seconds = time.time() - started
     return summary
+
+
+def _write_failed(exc: OSError, job: PredictJob, sink: Any, done: int, last: int, window: list[dict[str, Any]],
+                  ) -> DiskError:
+    """A disk fault while writing, in one line; a row the fault cut short is dropped, never counted as done."""
+    with contextlib.suppress(OSError):
+        last = sink.recover()  # cut the partial row now, so readers of the output never see it
+    done += sum(o["line"] <= last for o in window)  # rows of the failed window that landed whole
+    return disk_error(exc, f"writing {job.output}", f"{done} rows written by this run, the output is "
+                      f"complete through input line {last}; free space, then rerun with --resume", resumable=True)
 
 
 def _progress(job: PredictJob, start_after: int) -> Any:

@@ -152,9 +152,13 @@ class ParquetSink:
 
         files = self._part_files()
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with pq.ParquetWriter(tmp, _schema()) as writer:
-            for part in files:
-                writer.write_table(pq.read_table(part, schema=_schema()))
+        try:
+            with pq.ParquetWriter(tmp, _schema()) as writer:
+                for part in files:
+                    writer.write_table(pq.read_table(part, schema=_schema()))
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the parts stay: a rerun with --resume merges them again
+            raise
         tmp.replace(self.path)
         shutil.rmtree(self.parts, ignore_errors=True)
 
@@ -176,3 +180,40 @@ def open_sink(path: str | Path) -> JsonlSink | CsvSink | ParquetSink:
     if sink is not None:
         return sink(path)
     raise DataError(f"{path}: output must end in .jsonl, .csv or .parquet")
+
+
+def errors_file(output: str | Path) -> Path:
+    """Where the error records of an output go: `<output>.errors.jsonl`."""
+    return Path(f"{output}.errors.jsonl")
+
+
+def prepare_output(sink: JsonlSink | CsvSink | ParquetSink, source: str, *, resume: bool, overwrite: bool) -> int:
+    """Refuse to clobber an existing output; on resume, the input line to continue after (0: from the start).
+
+    Error records past that line are dropped too, so re-processed rows are not recorded twice.
+    """
+    output = sink.path
+    parts = Path(f"{output}.parts")
+    exists = output.exists() or parts.exists()
+    if exists and not (resume or overwrite):
+        raise DataError(f"{output}: exists; pass --resume to continue it or --overwrite to replace it",
+                        "output_exists")
+    if resume and source == "-":
+        raise DataError("--resume needs a file input, not stdin", "resume_stdin")
+    if exists and overwrite and not resume:
+        for p in (output, errors_file(output)):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(parts, ignore_errors=True)
+        return 0
+    after = sink.recover() if resume else 0
+    _trim_errors(errors_file(output), after)
+    return after
+
+
+def _trim_errors(path: Path, after: int) -> None:
+    """Keep the error records up to input line `after` (a line cut by a crash is dropped)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [x for x in lines if x.endswith("\n") and json.loads(x)["line"] <= after]
+    path.write_text("".join(kept), encoding="utf-8")

@@ -21,6 +21,7 @@ from pipeline.config import Config, flatten
 from pipeline.data import SPLITS, processed_dir
 from pipeline.errors import PipelineError
 from pipeline.files import sha256
+from pipeline.jobs import Interrupted
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PYFUNC_NAME = "model"
@@ -53,6 +54,12 @@ def connect(uri: str) -> Any:
         raise TrackingError(f"MLflow tracking store {uri} is unreachable ({reason}); start the server, "
                             "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
     return mlflow
+
+
+def _end(mlflow: Any, status: str) -> None:
+    """End the active run with a status; a store that fails too (a full disk) must not hide the first error."""
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status=status)
 
 
 def git_commit() -> str:
@@ -93,11 +100,11 @@ class Tracker:
             mlflow.set_tags({"kind": kind, "git_commit": git_commit(), "dataset": self.cfg.data.name, **tags})
             try:
                 yield self
-            except KeyboardInterrupt:
-                mlflow.end_run(status="KILLED")
+            except (KeyboardInterrupt, Interrupted):
+                _end(mlflow, "KILLED")
                 raise
             except BaseException:
-                mlflow.end_run(status="FAILED")
+                _end(mlflow, "FAILED")
                 raise
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:

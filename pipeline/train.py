@@ -17,7 +17,17 @@ from pipeline.artifacts import CHECKPOINTS, model_dir, run_name
 from pipeline.config import Config
 from pipeline.data import SPLITS, load_split
 from pipeline.errors import DataError
-from pipeline.finetune import LayerwiseTrainer, TrackerCallback, class_weights, freeze, linear_probe, weighted_loss
+from pipeline.finetune import (
+    LayerwiseTrainer,
+    StopCallback,
+    TrackerCallback,
+    class_weights,
+    complete_checkpoint,
+    freeze,
+    linear_probe,
+    weighted_loss,
+)
+from pipeline.jobs import StopSignals, disk_error, exclusive, is_disk_fault
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
 from pipeline.model import (
@@ -106,8 +116,8 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
     model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout),
                        cfg.model.pooling)
     tr, va = splits["train"], splits["validation"]
-    resume = cfg.train.resume and any((out / CHECKPOINTS).glob("checkpoint-*"))
-    if cfg.train.linear_probe and not resume:
+    resume = complete_checkpoint(out / CHECKPOINTS) if cfg.train.resume else None
+    if cfg.train.linear_probe and resume is None:
         linear_probe(model, tokenizer, tr["enc"], tr["y"], len(labels), cfg.train.seed)
     freeze(model, cfg.train.freeze_embeddings, cfg.train.freeze_layers)
     stop = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
@@ -118,7 +128,15 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
         compute_loss_func=weighted_loss(class_weights(cfg, labels, tr["y"])),
         compute_metrics=_compute_metrics(labels, va["enc"], va["y"]), callbacks=stop + callbacks,
         head_lr=cfg.train.head_learning_rate, lr_decay=cfg.train.layerwise_lr_decay)
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except OSError as exc:
+        if not is_disk_fault(exc):
+            raise
+        last = complete_checkpoint(out / CHECKPOINTS)  # also drops the checkpoint the fault cut short
+        state = f"the last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
+        raise disk_error(exc, f"training into {out}", f"{state}; free space, then rerun with --resume",
+                         resumable=True) from None
     return trainer.model, trainer
 
 
@@ -132,20 +150,31 @@ def evaluate_splits(model: Classifier, tokenizer: Any, labels: LabelMap, splits:
 
 
 def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
-    """Fine-tune, calibrate and evaluate one model; write `models/<run_name>/` and log the run."""
+    """Fine-tune, calibrate and evaluate one model; write `models/<run_name>/` and log the run.
+
+    One process per model directory. SIGINT/SIGTERM save a checkpoint, mark the run KILLED and raise
+    `Interrupted`; `train.resume` continues from the newest complete checkpoint.
+    """
+    out = model_dir(cfg, KIND)
+    with exclusive(out, "model directory"):
+        return _train(cfg, out, callbacks or [])
+
+
+def _train(cfg: Config, out: Path, callbacks: list[Any]) -> RunResult:
     tracker = Tracker(cfg)  # connects first: an unreachable server fails before any work is done
     set_seed(cfg.train.seed, deterministic=True)
     set_threads(cfg.train.threads)
     labels = load_labels(cfg.labels)
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     splits = _prepare_inputs(cfg, labels, TextEncoder(tokenizer, cfg.model))
-    out = model_dir(cfg, KIND)
     out.mkdir(parents=True, exist_ok=True)
     tags = run_tags(cfg, list(labels.ids), model_family(cfg.model.name_or_path))
-    with tracker.run(run_name(cfg, KIND), "train", tags):
+    with StopSignals("saving a checkpoint, then stopping") as stop, tracker.run(run_name(cfg, KIND), "train", tags):
         started = time.time()
         extra = [TrackerCallback(tracker)] if tracker.enabled else []
-        model, trainer = fit(cfg, labels, splits, tokenizer, out, (callbacks or []) + extra)
+        model, trainer = fit(cfg, labels, splits, tokenizer, out, callbacks + extra + [StopCallback(stop)])
+        stop.check(f"training stopped at step {trainer.state.global_step}; the checkpoint is in {out / CHECKPOINTS}")
+        stop.doing = "finishing the run first: calibrating, writing the model and logging it"
         metrics, temp, probs = evaluate_splits(model, tokenizer, labels, splits, cfg)
         metrics["token_audit"] = {s: token_audit(splits[s]["enc"], cfg.model.max_length) for s in splits}
         metrics["train_seconds"] = round(time.time() - started, 1)
