@@ -4,6 +4,7 @@ A directory holds the weights of its kind (`model.safetensors` and tokenizer fil
 `model.save_model`; `model.joblib` for the TF-IDF baseline), `model_info.json` (the kind marker and the weights'
 hash), `labels.json`, `pipeline.yaml` (the resolved config), the learned boilerplate lines, the data report,
 `calibration.json`, `metrics.json`, `token_audit.json`, and the test evaluation (report, confusion matrix, errors).
+The saved `pipeline.yaml` carries no credentials and no home path.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.errors import ModelError
 from pipeline.files import sha256
 from pipeline.labels import LabelMap
 from pipeline.metrics import classification_metrics, plot_confusion, report_text
+from pipeline.redact import public_dump
 
 CONFIG_FILE = "pipeline.yaml"
 INFO_FILE = "model_info.json"
@@ -69,7 +71,7 @@ def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metr
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out)
     labels.save(out)
-    (out / CONFIG_FILE).write_text(to_yaml(cfg), encoding="utf-8")
+    (out / CONFIG_FILE).write_text(to_yaml(public_dump(cfg)), encoding="utf-8")
     for name in (BOILERPLATE_FILE, REPORT_FILE):
         if (processed_dir(cfg) / name).is_file():
             shutil.copy(processed_dir(cfg) / name, out / name)

@@ -111,3 +111,16 @@ def test_errors_sorted_by_confidence(tmp_path):
     write_evaluation(tmp_path, rows, np.array([0, 0, 0]), probs, labels)
     with open(tmp_path / "errors.csv", encoding="utf-8") as fh:
         assert [r["id"] for r in csv.DictReader(fh)] == ["1", "2", "0"]
+
+
+def test_saved_config_hides_credentials_and_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(overrides=[f"data.processed_dir={tmp_path / 'none'}", "tracking.uri=http://alice:s3cret@h:5000",
+                                 f"data.path={tmp_path}/news.jsonl"])
+    out = tmp_path / "model"
+    write_model_dir(out, kind="baseline", cfg=cfg, labels=LABELS, metrics=METRICS, temperature=1.0,
+                    save_weights=_fake_weights)
+    text = (out / "pipeline.yaml").read_text(encoding="utf-8")
+    assert "s3cret" not in text and str(tmp_path) not in text
+    assert "uri: http://alice:***@h:5000" in (out / "pipeline.yaml").read_text(encoding="utf-8")
+    assert load_config([out / "pipeline.yaml"]).data.path == f"{tmp_path}/news.jsonl"  # `~` expands again
