@@ -30,7 +30,7 @@ def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: L
                test_probs: np.ndarray, extra: dict[str, Any] | None = None) -> RunResult:
     """Write the model directory and its test evaluation, drop finished checkpoints, log metrics and model."""
     write_model_dir(out, kind=kind, cfg=cfg, labels=labels, metrics=metrics, temperature=temperature,
-                    save_weights=save_weights, extra=extra)
+                    save_weights=save_weights, extra=extra, run_id=tracker.run_id)
     write_evaluation(out, test_rows, labels.encode(test_rows), test_probs, labels, metrics_file=False)
     if not cfg.train.keep_checkpoints:  # the model is written: nothing left to resume
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)

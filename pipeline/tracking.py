@@ -18,9 +18,8 @@ from unittest import mock
 
 from pipeline.artifacts import RUN_ARTIFACTS
 from pipeline.config import Config, flatten
-from pipeline.data import SPLITS, processed_dir
+from pipeline.data import splits_sha256
 from pipeline.errors import PipelineError
-from pipeline.files import sha256
 from pipeline.redact import redact_mapping, redact_text
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -178,8 +177,7 @@ def _requirements() -> list[str]:
 
 def run_tags(cfg: Config, labels: list[str], family: str) -> dict[str, str]:
     """Tags that make runs comparable: data content hash, label set, model family."""
-    splits = [processed_dir(cfg) / f"{s}.jsonl" for s in SPLITS]  # equal hashes: the runs saw the same data
-    return {"dataset_hash": sha256(splits)[:16], "labels": ",".join(labels), "model_family": family,
+    return {"dataset_hash": splits_sha256(cfg)[:16], "labels": ",".join(labels), "model_family": family,
             "model": Path(cfg.model.name_or_path.rstrip("/")).name if family != "tfidf" else "tfidf"}
 
 

@@ -275,8 +275,9 @@ def test_params_tags_and_shared_files_carry_no_secret_or_home(server, own_uri, t
     assert not leaks
     assert run.data.params["tracking.uri"] == f"http://alice:***@{host}"
     assert run.data.params["data.path"] == "~/c.jsonl" and run.data.tags["mlflow.source.name"] == "~/bin/pipeline"
-    text = Path(client.download_artifacts(result.run_id, "pipeline.yaml", str(tmp_path))).read_text(encoding="utf-8")
-    assert "s3cret" not in text and str(tmp_path) not in text
+    for name in ("pipeline.yaml", "README.md"):
+        text = Path(client.download_artifacts(result.run_id, name, str(tmp_path))).read_text(encoding="utf-8")
+        assert "s3cret" not in text and str(tmp_path) not in text, name
 
 
 def test_unreachable_store_error_hides_the_password(own_uri):
