@@ -24,6 +24,7 @@ from pipeline.redact import redact_mapping, redact_text
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PYFUNC_NAME = "model"
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class TrackingError(PipelineError):
@@ -142,7 +143,8 @@ class Tracker:
         import pipeline
 
         package = Path(pipeline.__file__).parent
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:  # no bar for mlflow's local copy of the model it loads to check it
+            stack.enter_context(mock.patch.dict(os.environ, {PROGRESS_BAR: os.environ.get(PROGRESS_BAR, "false")}))
             if any((model_dir / name).exists() for name in exclude):
                 staged = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=model_dir.parent))) / model_dir.name
                 shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns(*exclude), copy_function=_link)

@@ -17,7 +17,15 @@ from pipeline.artifacts import CHECKPOINTS, model_dir, run_name
 from pipeline.config import Config
 from pipeline.data import SPLITS, load_split
 from pipeline.errors import DataError
-from pipeline.finetune import LayerwiseTrainer, TrackerCallback, class_weights, freeze, linear_probe, weighted_loss
+from pipeline.finetune import (
+    LayerwiseTrainer,
+    TrackerCallback,
+    class_weights,
+    freeze,
+    linear_probe,
+    precision_flags,
+    weighted_loss,
+)
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
 from pipeline.model import (
@@ -28,7 +36,6 @@ from pipeline.model import (
     load_pretrained,
     load_tokenizer,
     model_family,
-    precision_flags,
     run_logits,
     save_model,
     set_threads,
@@ -103,8 +110,8 @@ def _compute_metrics(labels: LabelMap, enc: Encoded, y: list[int]) -> Any:
 def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, out: Path,
         callbacks: list[Any]) -> tuple[Classifier, LayerwiseTrainer]:
     """Fine-tune with the HF Trainer; returns the best model by validation macro-F1."""
-    model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout),
-                       cfg.model.pooling)
+    model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout,
+                                       cfg.model.pooling), cfg.model.pooling)
     tr, va = splits["train"], splits["validation"]
     resume = cfg.train.resume and any((out / CHECKPOINTS).glob("checkpoint-*"))
     if cfg.train.linear_probe and not resume:
