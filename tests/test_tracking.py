@@ -1,6 +1,7 @@
 """MLflow against a real server started here: runs, params, metrics, artifacts, registry, pyfunc, failures."""
 
 import http.server
+import re
 import socket
 import subprocess
 import sys
@@ -284,3 +285,27 @@ def test_unreachable_store_error_hides_the_password(own_uri):
     with pytest.raises(TrackingError) as err:
         connect(f"http://alice:s3cret@127.0.0.1:{_free_port()}")
     assert "s3cret" not in str(err.value) and "store http://alice:***@127.0.0.1:" in str(err.value)
+
+
+def test_demo_sequence_logs_quietly_and_ends_with_a_champion(cfg_tiny, own_uri, tmp_path, monkeypatch, capfd):
+    """`make demo` in small: prepare, baseline, train on the default store (sqlite:///mlflow.db in the working
+    directory), then `promote --best test_macro_f1`; the README's `models:/NAME@champion` snippet then loads."""
+    monkeypatch.chdir(tmp_path)
+    args = cfg_tiny.args("tracking.enabled=true", "tracking.registered_model=demo-news", "train.epochs=2")
+    for command in ("prepare", "baseline", "train"):
+        assert main([command, *args]) == 0
+    out, err = capfd.readouterr()
+    assert "baseline: test accuracy" in out and "fine-tuned: test accuracy" in out
+    for noise in ("LOAD REPORT", "MISSING", "Loading weights", "Writing model shards", "Downloading artifacts"):
+        assert noise not in out + err, noise
+    assert main(["promote", *args, "--best", "test_macro_f1"]) == 0
+    promoted = capfd.readouterr().out
+    assert promoted.startswith("models:/demo-news@champion -> version ")
+    assert mlflow.get_tracking_uri() == "sqlite:///mlflow.db" and (tmp_path / "mlflow.db").is_file()
+    runs = mlflow.search_runs(experiment_names=["fixture"], output_format="list")
+    f1 = {r.info.run_id: r.data.metrics["test_macro_f1"] for r in runs}
+    assert len(f1) == 2 and f1[re.search(r"\(run (\w+)\)", promoted).group(1)] == max(f1.values())
+    rows = load_split(cfg_tiny(), "test")
+    pred = mlflow.pyfunc.load_model("models:/demo-news@champion").predict(
+        pd.DataFrame({"text": [r["text"] for r in rows]}))
+    assert np.mean([p == r["label"] for p, r in zip(pred["label"], rows, strict=True)]) >= 0.8
