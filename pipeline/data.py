@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.config import Config, DataConfig, DedupConfig, SplitConfig
 from pipeline.errors import DataError
+from pipeline.files import sha256
 from pipeline.labels import LabelMap, load_labels
 from pipeline.readers import RawRow, iter_rows, read_jsonl, write_jsonl
 from pipeline.text import Normalizer, find_repeated_lines, join_fields
@@ -255,6 +256,12 @@ def prepare(cfg: Config) -> Path:
 def processed_dir(cfg: Config) -> Path:
     """Where `prepare` writes this config's splits."""
     return Path(cfg.data.processed_dir) / cfg.data.name
+
+
+def splits_sha256(cfg: Config) -> str:
+    """sha256 over the prepared split files (train, validation, test); equal hashes: the runs saw the same data."""
+    paths = [processed_dir(cfg) / f"{s}.jsonl" for s in SPLITS]
+    return sha256(paths) if any(p.is_file() for p in paths) else ""
 
 
 def load_split(cfg: Config, split: str) -> list[dict[str, Any]]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from pipeline.artifacts import Scorer
 from pipeline.config import ModelConfig
-from pipeline.errors import ConfigError, ModelError
+from pipeline.errors import ModelError
 from pipeline.labels import LabelMap
 from pipeline.metrics import softmax
 
@@ -37,6 +40,30 @@ def _check_source(name: str) -> None:
         raise ModelError(f"{name}: not a model directory (no config.json)")
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers at error level, without progress bars: this module reads the load report itself."""
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def check_loading(name: str, info: dict[str, Any], pooling: str) -> None:
+    """One line on backbone weights that start random: any outside the new head, and the pooler unless mean pooling
+    skips it (transformers' own report, a table per load, also lists the head, which is random by design)."""
+    skip = {"classifier", "pre_classifier", "score"} | ({"pooler"} if pooling == "mean" else set())
+    random = sorted(k for k in info.get("missing_keys", ()) if not skip & set(k.split(".")))
+    if random:
+        print(f"warning: {name}: {len(random)} weights are not in the checkpoint and start random: "
+              f"{', '.join(random[:4])}{' ...' if len(random) > 4 else ''}", file=sys.stderr)
+
+
 def load_tokenizer(name: str) -> Any:
     """A fast tokenizer from a hub id or a local directory, never running remote code."""
     _check_source(name)
@@ -49,7 +76,8 @@ def load_tokenizer(name: str) -> Any:
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT family, DistilBERT/others
 
 
-def load_pretrained(name: str, labels: LabelMap, attention_dropout: float | None = None) -> PreTrainedModel:
+def load_pretrained(name: str, labels: LabelMap, attention_dropout: float | None = None, pooling: str = "cls",
+                    ) -> PreTrainedModel:
     """A sequence classifier with this label set, from safetensors weights only.
 
     `attention_dropout` overrides the backbone's; 0 lets torch's fused attention kernel run during training
@@ -65,12 +93,15 @@ def load_pretrained(name: str, labels: LabelMap, attention_dropout: float | None
                 raise ModelError(f"{name}: model.attention_dropout is not supported for {config.model_type}")
             for key in keys:
                 setattr(config, key, attention_dropout)
-        return AutoModelForSequenceClassification.from_pretrained(name, config=config, use_safetensors=True,
-                                                                  trust_remote_code=False)
+        with quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                name, config=config, use_safetensors=True, trust_remote_code=False, output_loading_info=True)
     except OSError as exc:
         if Path(name).is_dir():
             raise ModelError(f"{name}: cannot load weights ({str(exc).splitlines()[0]})") from None
         raise ModelError(_offline_hint(name)) from None
+    check_loading(name, info, pooling)
+    return model
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -194,8 +225,9 @@ def run_logits(model: nn.Module, tokenizer: Any, input_ids: list[list[int]], bat
 
 def save_model(model: Classifier, tokenizer: Any, directory: str | Path) -> None:
     """Write weights (safetensors), config with id2label, and tokenizer files (called by artifacts)."""
-    model.inner.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
+    with quiet_transformers():
+        model.inner.save_pretrained(directory, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
 
 
 def load_model_dir(directory: str | Path, pooling: str) -> tuple[Classifier, Any]:
@@ -204,9 +236,10 @@ def load_model_dir(directory: str | Path, pooling: str) -> tuple[Classifier, Any
     missing = [f for f in ("config.json", "model.safetensors") if not (directory / f).is_file()]
     if missing:
         raise ModelError(f"{directory}: incomplete model directory, missing {', '.join(missing)}")
-    hf_logging.disable_progress_bar()  # a loading bar per model is noise in batch jobs
-    inner = AutoModelForSequenceClassification.from_pretrained(directory, use_safetensors=True,
-                                                               trust_remote_code=False)
+    with quiet_transformers():  # a loading bar per model is noise in batch jobs
+        inner, info = AutoModelForSequenceClassification.from_pretrained(
+            directory, use_safetensors=True, trust_remote_code=False, output_loading_info=True)
+    check_loading(str(directory), info, pooling)
     return Classifier(inner, pooling), load_tokenizer(str(directory))
 
 
@@ -223,25 +256,6 @@ def model_family(name_or_path: str) -> str:
     if config.is_file():
         return str(json.loads(config.read_text()).get("model_type", "unknown"))
     return name_or_path.split("/")[-1]
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic (AVX512-BF16 or AMX): autocast then runs about twice as fast as fp32."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def precision_flags(choice: str) -> dict[str, bool]:
-    """`auto`: bf16 (else fp16) on a GPU, bf16 autocast on a CPU with native bf16, otherwise fp32."""
-    cuda = torch.cuda.is_available()
-    if choice == "auto":
-        choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else (
-            "bf16" if cpu_has_bf16() else "fp32")
-    if choice == "fp16" and not cuda:
-        raise ConfigError("train.precision=fp16 needs a GPU; use auto, bf16 or fp32 on CPU")
-    if choice == "bf16" and not cuda and not cpu_has_bf16():
-        raise ConfigError("train.precision=bf16 on CPU needs AVX512-BF16 or AMX (this CPU has neither); "
-                          "use auto or fp32")
-    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
 
 
 def set_threads(threads: int | None) -> None:

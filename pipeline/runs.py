@@ -36,7 +36,7 @@ def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: L
     """
     try:
         write_model_dir(out, kind=kind, cfg=cfg, labels=labels, metrics=metrics, temperature=temperature,
-                        save_weights=save_weights, extra=extra)
+                        save_weights=save_weights, extra=extra, run_id=tracker.run_id)
         write_evaluation(out, test_rows, labels.encode(test_rows), test_probs, labels, metrics_file=False)
     except OSError as exc:
         if not is_disk_fault(exc):

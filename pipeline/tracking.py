@@ -18,13 +18,14 @@ from unittest import mock
 
 from pipeline.artifacts import RUN_ARTIFACTS
 from pipeline.config import Config, flatten
-from pipeline.data import SPLITS, processed_dir
+from pipeline.data import splits_sha256
 from pipeline.errors import PipelineError
-from pipeline.files import sha256
 from pipeline.jobs import Interrupted
+from pipeline.redact import redact_mapping, redact_text
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PYFUNC_NAME = "model"
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class TrackingError(PipelineError):
@@ -51,8 +52,9 @@ def connect(uri: str) -> Any:
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # mlflow raises many types for a dead server
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"MLflow tracking store {uri} is unreachable ({reason}); start the server, "
-                            "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
+        raise TrackingError(f"MLflow tracking store {redact_text(uri)} is unreachable ({redact_text(reason)}); "
+                            "start the server, fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false"
+                            ) from None
     return mlflow
 
 
@@ -96,8 +98,9 @@ class Tracker:
         mlflow.set_experiment(experiment_name(self.cfg))
         with mlflow.start_run(run_name=name) as active:
             self.run_id = active.info.run_id
-            mlflow.log_params(flatten(self.cfg))
-            mlflow.set_tags({"kind": kind, "git_commit": git_commit(), "dataset": self.cfg.data.name, **tags})
+            mlflow.log_params(redact_mapping(flatten(self.cfg)))
+            ours = {"kind": kind, "git_commit": git_commit(), "dataset": self.cfg.data.name, **tags}
+            mlflow.set_tags(public_tags(active.data.tags, ours))
             try:
                 yield self
             except (KeyboardInterrupt, Interrupted):
@@ -147,7 +150,8 @@ class Tracker:
         import pipeline
 
         package = Path(pipeline.__file__).parent
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:  # no bar for mlflow's local copy of the model it loads to check it
+            stack.enter_context(mock.patch.dict(os.environ, {PROGRESS_BAR: os.environ.get(PROGRESS_BAR, "false")}))
             if any((model_dir / name).exists() for name in exclude):
                 staged = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=model_dir.parent))) / model_dir.name
                 shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns(*exclude), copy_function=_link)
@@ -182,9 +186,14 @@ def _requirements() -> list[str]:
 
 def run_tags(cfg: Config, labels: list[str], family: str) -> dict[str, str]:
     """Tags that make runs comparable: data content hash, label set, model family."""
-    splits = [processed_dir(cfg) / f"{s}.jsonl" for s in SPLITS]  # equal hashes: the runs saw the same data
-    return {"dataset_hash": sha256(splits)[:16], "labels": ",".join(labels), "model_family": family,
+    return {"dataset_hash": splits_sha256(cfg)[:16], "labels": ",".join(labels), "model_family": family,
             "model": Path(cfg.model.name_or_path.rstrip("/")).name if family != "tfidf" else "tfidf"}
+
+
+def public_tags(context: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
+    """Our tags, and MLflow's own (`mlflow.source.name`, a git remote URL) where they held a secret or home path."""
+    clean = redact_mapping({**context, **ours})
+    return {k: v for k, v in clean.items() if k in ours or v != context[k]}
 
 
 def _client(cfg: Config) -> tuple[Any, Any]:
@@ -220,7 +229,7 @@ def list_runs(cfg: Config, experiment: str | None = None, sort: str = "test_macr
     mlflow, _ = _client(cfg)
     name = experiment or experiment_name(cfg)
     if mlflow.get_experiment_by_name(name) is None:
-        raise TrackingError(f"no experiment named '{name}' in {tracking_uri(cfg)}")
+        raise TrackingError(f"no experiment named '{name}' in {redact_text(tracking_uri(cfg))}")
     runs = mlflow.search_runs(experiment_names=[name], output_format="list")
     rows = []
     for r in runs:
@@ -243,7 +252,7 @@ def resolve_model_uri(uri: str) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as exc:  # registry and store errors come in many types
-        raise TrackingError(f"cannot resolve {uri}: {str(exc).splitlines()[0][:200]}") from None
+        raise TrackingError(f"cannot resolve {uri}: {redact_text(str(exc).splitlines()[0][:200])}") from None
     flavor = mlflow.models.Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
     entry = flavor.get("artifacts", {}).get("model_dir")
     if not entry or not (local / entry["path"]).is_dir():

@@ -25,6 +25,7 @@ from pipeline.finetune import (
     complete_checkpoint,
     freeze,
     linear_probe,
+    precision_flags,
     weighted_loss,
 )
 from pipeline.jobs import StopSignals, disk_error, exclusive, is_disk_fault
@@ -38,7 +39,6 @@ from pipeline.model import (
     load_pretrained,
     load_tokenizer,
     model_family,
-    precision_flags,
     run_logits,
     save_model,
     set_threads,
@@ -113,8 +113,8 @@ def _compute_metrics(labels: LabelMap, enc: Encoded, y: list[int]) -> Any:
 def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, out: Path,
         callbacks: list[Any]) -> tuple[Classifier, LayerwiseTrainer]:
     """Fine-tune with the HF Trainer; returns the best model by validation macro-F1."""
-    model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout),
-                       cfg.model.pooling)
+    model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout,
+                                       cfg.model.pooling), cfg.model.pooling)
     tr, va = splits["train"], splits["validation"]
     resume = complete_checkpoint(out / CHECKPOINTS) if cfg.train.resume else None
     if cfg.train.linear_probe and resume is None:

@@ -37,7 +37,8 @@ def _written(tmp_path, kind="baseline", **extra):
 def test_every_file_of_a_model_directory_is_written_here(tmp_path):
     out, cfg = _written(tmp_path, extra={"baseline.json": {"C": 2.0}})
     assert {p.name for p in out.iterdir()} == {"model.joblib", "labels.json", "pipeline.yaml", "calibration.json",
-                                              "metrics.json", "token_audit.json", "baseline.json", INFO_FILE}
+                                              "metrics.json", "token_audit.json", "baseline.json", "README.md",
+                                              INFO_FILE}
     assert load_config([out / "pipeline.yaml"]) == cfg
     assert json.loads((out / "calibration.json").read_text()) == {
         "temperature": 1.5, "fitted_on": "validation", "ece_before": 0.2, "ece_after": 0.05}
@@ -111,3 +112,17 @@ def test_errors_sorted_by_confidence(tmp_path):
     write_evaluation(tmp_path, rows, np.array([0, 0, 0]), probs, labels)
     with open(tmp_path / "errors.csv", encoding="utf-8") as fh:
         assert [r["id"] for r in csv.DictReader(fh)] == ["1", "2", "0"]
+
+
+def test_saved_config_and_card_hide_credentials_and_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(overrides=[f"data.processed_dir={tmp_path / 'none'}", "tracking.uri=http://alice:s3cret@h:5000",
+                                 f"data.path={tmp_path}/news.jsonl"])
+    out = tmp_path / "model"
+    write_model_dir(out, kind="baseline", cfg=cfg, labels=LABELS, metrics=METRICS, temperature=1.0,
+                    save_weights=_fake_weights)
+    for name in ("pipeline.yaml", "README.md"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert "s3cret" not in text and str(tmp_path) not in text, name
+    assert "uri: http://alice:***@h:5000" in (out / "pipeline.yaml").read_text(encoding="utf-8")
+    assert load_config([out / "pipeline.yaml"]).data.path == f"{tmp_path}/news.jsonl"  # `~` expands again

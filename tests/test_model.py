@@ -13,6 +13,7 @@ from pipeline.model import (
     Classifier,
     TextEncoder,
     average_by_doc,
+    check_loading,
     load_pretrained,
     load_tokenizer,
     run_logits,
@@ -112,3 +113,36 @@ def test_unknown_model_offline_is_one_clear_line(monkeypatch):
 def test_local_directory_without_config(tmp_path):
     with pytest.raises(ModelError, match=r"not a model directory \(no config\.json\)"):
         load_tokenizer(str(tmp_path))
+
+
+def test_loading_prints_no_report_for_the_new_head(tiny_bert, capfd):
+    load_pretrained(str(tiny_bert), LABELS)  # classifier.weight/bias are new: expected, not reported
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+@pytest.fixture(scope="module")
+def no_pooler(tiny_bert, tmp_path_factory):
+    """The tiny BERT saved without its pooler, as E5 ships."""
+    from transformers import BertModel
+
+    out = tmp_path_factory.mktemp("no-pooler")
+    BertModel.from_pretrained(tiny_bert, add_pooling_layer=False).save_pretrained(out)
+    return out
+
+
+def test_random_backbone_weights_are_one_warning_line(no_pooler, capfd):
+    load_pretrained(str(no_pooler), LABELS, pooling="mean")  # mean pooling never reads the pooler
+    assert capfd.readouterr().err == ""
+    load_pretrained(str(no_pooler), LABELS, pooling="cls")
+    err = capfd.readouterr().err
+    assert err.startswith(f"warning: {no_pooler}: 2 weights are not in the checkpoint and start random: ")
+    assert "bert.pooler.dense.bias" in err and err.count("\n") == 1 and "LOAD REPORT" not in err
+
+
+def test_missing_encoder_weights_are_named(capsys):
+    keys = [f"bert.encoder.layer.{i}.output.dense.weight" for i in range(6)] + ["classifier.weight"]
+    check_loading("backbone", {"missing_keys": keys}, "mean")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: backbone: 6 weights are not in the checkpoint and start random: ")
+    assert err.rstrip().endswith("...") and "classifier" not in err

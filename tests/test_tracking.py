@@ -1,6 +1,7 @@
 """MLflow against a real server started here: runs, params, metrics, artifacts, registry, pyfunc, failures."""
 
 import http.server
+import re
 import socket
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,7 @@ from pipeline.cli import main
 from pipeline.data import load_split
 from pipeline.errors import PipelineError
 from pipeline.model import TransformerScorer
-from pipeline.tracking import resolve_model_uri
+from pipeline.tracking import TrackingError, connect, resolve_model_uri
 from pipeline.train import train
 
 mlflow = pytest.importorskip("mlflow")
@@ -246,3 +248,64 @@ def test_run_survives_dropped_connections(server, runs, cfg_tiny):
     run = mlflow.MlflowClient(server).get_run(result.run_id)
     assert run.info.status == "FINISHED" and "test_macro_f1" in run.data.metrics
     assert "pipeline.yaml" in {a.path for a in mlflow.MlflowClient(server).list_artifacts(result.run_id)}
+
+
+@pytest.fixture
+def own_uri(monkeypatch):
+    """A test that points mlflow elsewhere (mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI) and then puts
+    back what the module's other tests use."""
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    mlflow.set_tracking_uri(previous)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_params_tags_and_shared_files_carry_no_secret_or_home(server, own_uri, tmp_path, monkeypatch, corpus,
+                                                              tiny_bert):
+    monkeypatch.setenv("HOME", str(tmp_path))  # every path of this run lies under the home directory
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "bin" / "pipeline"), "baseline"])  # mlflow.source.name
+    host = server.removeprefix("http://")
+    tiny = Tiny(tmp_path, write_jsonl(tmp_path / "c.jsonl", corpus), tiny_bert)
+    result = train_baseline(tiny.prepared("tracking.enabled=true", f"tracking.uri=http://alice:s3cret@{host}",
+                                          "tracking.experiment=secrets", "tracking.registered_model=null"))
+    client = mlflow.MlflowClient(server)
+    run = client.get_run(result.run_id)
+    values = {**run.data.params, **run.data.tags}
+    leaks = {k: v for k, v in values.items() if "s3cret" in v or str(tmp_path) in v}
+    assert not leaks
+    assert run.data.params["tracking.uri"] == f"http://alice:***@{host}"
+    assert run.data.params["data.path"] == "~/c.jsonl" and run.data.tags["mlflow.source.name"] == "~/bin/pipeline"
+    for name in ("pipeline.yaml", "README.md"):
+        text = Path(client.download_artifacts(result.run_id, name, str(tmp_path))).read_text(encoding="utf-8")
+        assert "s3cret" not in text and str(tmp_path) not in text, name
+
+
+def test_unreachable_store_error_hides_the_password(own_uri):
+    with pytest.raises(TrackingError) as err:
+        connect(f"http://alice:s3cret@127.0.0.1:{_free_port()}")
+    assert "s3cret" not in str(err.value) and "store http://alice:***@127.0.0.1:" in str(err.value)
+
+
+def test_demo_sequence_logs_quietly_and_ends_with_a_champion(cfg_tiny, own_uri, tmp_path, monkeypatch, capfd):
+    """`make demo` in small: prepare, baseline, train on the default store (sqlite:///mlflow.db in the working
+    directory), then `promote --best test_macro_f1`; the README's `models:/NAME@champion` snippet then loads."""
+    monkeypatch.chdir(tmp_path)
+    args = cfg_tiny.args("tracking.enabled=true", "tracking.registered_model=demo-news", "train.epochs=2")
+    for command in ("prepare", "baseline", "train"):
+        assert main([command, *args]) == 0
+    out, err = capfd.readouterr()
+    assert "baseline: test accuracy" in out and "fine-tuned: test accuracy" in out
+    for noise in ("LOAD REPORT", "MISSING", "Loading weights", "Writing model shards", "Downloading artifacts"):
+        assert noise not in out + err, noise
+    assert main(["promote", *args, "--best", "test_macro_f1"]) == 0
+    promoted = capfd.readouterr().out
+    assert promoted.startswith("models:/demo-news@champion -> version ")
+    assert mlflow.get_tracking_uri() == "sqlite:///mlflow.db" and (tmp_path / "mlflow.db").is_file()
+    runs = mlflow.search_runs(experiment_names=["fixture"], output_format="list")
+    f1 = {r.info.run_id: r.data.metrics["test_macro_f1"] for r in runs}
+    assert len(f1) == 2 and f1[re.search(r"\(run (\w+)\)", promoted).group(1)] == max(f1.values())
+    rows = load_split(cfg_tiny(), "test")
+    pred = mlflow.pyfunc.load_model("models:/demo-news@champion").predict(
+        pd.DataFrame({"text": [r["text"] for r in rows]}))
+    assert np.mean([p == r["label"] for p, r in zip(pred["label"], rows, strict=True)]) >= 0.8

@@ -10,9 +10,9 @@ from pipeline.config import LabelsConfig, load_config
 from pipeline.data import load_split
 from pipeline.errors import ConfigError
 from pipeline.evaluate import evaluate
-from pipeline.finetune import class_weights, freeze, param_groups, weighted_loss
+from pipeline.finetune import class_weights, freeze, param_groups, precision_flags, weighted_loss
 from pipeline.labels import LabelMap, load_labels
-from pipeline.model import TransformerScorer, load_pretrained, precision_flags
+from pipeline.model import TransformerScorer, load_pretrained
 from pipeline.train import train
 
 LABELS = load_labels(LabelsConfig(file=str(ROOT / "configs/labels.yaml")))
@@ -144,7 +144,7 @@ def test_freezing_embeddings_and_lower_layers(tiny_bert):
 
 
 def test_precision_on_cpu(monkeypatch):
-    import pipeline.model as train_module
+    import pipeline.finetune as train_module
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
