@@ -71,13 +71,13 @@ def select(cfg: Config, labels: LabelMap, train: list[dict], val: list[dict]) ->
 
 def train_baseline(cfg: Config) -> RunResult:
     """Fit, calibrate and evaluate the baseline on the prepared splits; write a model directory, log the run."""
+    tracker = Tracker(cfg)  # connects first: an unreachable server fails before anything is written
     out = model_dir(cfg, KIND)
     with exclusive(out, "model directory"):
-        return _train_baseline(cfg, out)
+        return _train_baseline(cfg, tracker, out)
 
 
-def _train_baseline(cfg: Config, out: Path) -> RunResult:
-    tracker = Tracker(cfg)
+def _train_baseline(cfg: Config, tracker: Tracker, out: Path) -> RunResult:
     labels = load_labels(cfg.labels)
     splits = {s: load_split(cfg, s) for s in SPLITS}
     with tracker.run(run_name(cfg, KIND), "baseline", run_tags(cfg, list(labels.ids), "tfidf")):

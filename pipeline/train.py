@@ -155,13 +155,13 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
     One process per model directory. SIGINT/SIGTERM save a checkpoint, mark the run KILLED and raise
     `Interrupted`; `train.resume` continues from the newest complete checkpoint.
     """
+    tracker = Tracker(cfg)  # connects first: an unreachable server fails before anything is written
     out = model_dir(cfg, KIND)
     with exclusive(out, "model directory"):
-        return _train(cfg, out, callbacks or [])
+        return _train(cfg, tracker, out, callbacks or [])
 
 
-def _train(cfg: Config, out: Path, callbacks: list[Any]) -> RunResult:
-    tracker = Tracker(cfg)  # connects first: an unreachable server fails before any work is done
+def _train(cfg: Config, tracker: Tracker, out: Path, callbacks: list[Any]) -> RunResult:
     set_seed(cfg.train.seed, deterministic=True)
     set_threads(cfg.train.threads)
     labels = load_labels(cfg.labels)
