@@ -156,7 +156,9 @@ def mlflow_server(backend_uri: str, root: Path, timeout: float = 120) -> Iterato
         proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
                                  "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
                                  "--port", uri.rsplit(":", 1)[1], "--workers", "1"],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                # no job runner: eight more Python processes, for server jobs the pipeline never uses
+                                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         try:
             if not wait_for_http(f"{uri}/health", timeout, proc):
                 raise RuntimeError(f"mlflow server did not start: {log_path.read_text()[-2000:]}")
