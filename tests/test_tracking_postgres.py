@@ -1,5 +1,5 @@
-"""MLflow on a real database: PostgreSQL and an `mlflow server` on loopback, then baseline, train, runs, promote
-and the champion served through `mlflow.pyfunc`, all from the command line."""
+"""MLflow on a real database: PostgreSQL and an `mlflow server` on loopback; `pipeline prepare`, `baseline`,
+`train`, `runs` and `promote --best` against it, then the champion loaded through `mlflow.pyfunc`."""
 
 from __future__ import annotations
 
