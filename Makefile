@@ -8,7 +8,7 @@ DEMO_MODEL := models/demo-e5-small-mean-chunks160
 DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo ui clean bench bench-sample
+.PHONY: help install test lint demo ui screenshots clean bench bench-sample
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-sample: install ## the demo recipe vs the baseline on 5 seeded splits of d
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 against the project's store (sqlite:///mlflow.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+screenshots: install ## regenerate the README's MLflow UI screenshots (docs/img/) in headless Chromium
+	SCREENSHOT_DIR=docs/img HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests/test_tracking_ui.py
 
 clean: ## remove generated data, models and runs (keeps .venv)
 	rm -rf data/processed data/interim outputs mlruns mlartifacts mlflow.db

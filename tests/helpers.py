@@ -3,8 +3,17 @@ BERT, and `Tiny`, a tiny-model config whose outputs all stay under one directory
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root
@@ -112,3 +121,61 @@ def build_tiny_bert(directory: Path, texts: list[str]) -> Path:
     BertModel(config).save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """True once `url` answers 200 within `timeout` seconds; False on timeout or when `proc` exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, root: Path, timeout: float = 120) -> Iterator[str]:
+    """`mlflow server` over `backend_uri` on a free loopback port, artifacts under `root`; its URL, stopped on exit.
+
+    Raises RuntimeError with the end of the server's log when it does not answer /health in time.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / "server.log"
+    uri = f"http://127.0.0.1:{free_port()}"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+                                 "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+                                 "--port", uri.rsplit(":", 1)[1], "--workers", "1"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                # no job runner: eight more Python processes, for server jobs the pipeline never uses
+                                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        try:
+            if not wait_for_http(f"{uri}/health", timeout, proc):
+                raise RuntimeError(f"mlflow server did not start: {log_path.read_text()[-2000:]}")
+            yield uri
+        finally:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate a process started with `start_new_session=True` and its children; kill them if they linger."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)

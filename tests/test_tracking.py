@@ -2,11 +2,8 @@
 
 import http.server
 import re
-import socket
-import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import Tiny, write_jsonl
+from helpers import Tiny, free_port, mlflow_server, write_jsonl
 from transformers import TrainerCallback
 
 from pipeline.baseline import train_baseline
@@ -29,37 +26,11 @@ mlflow = pytest.importorskip("mlflow")
 MODEL = "test-news-topics"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as uri:
+        yield uri
 
 
 TRACKED = ("tracking.enabled=true", f"tracking.registered_model={MODEL}", "tracking.experiment=fixture-news")
@@ -155,7 +126,7 @@ def test_promote_best_and_runs_table(runs, capsys):
 
 
 def test_unreachable_server_fails_before_training(tmp_path, cfg_tiny, capsys):
-    overrides = ("tracking.enabled=true", f"tracking.uri=http://127.0.0.1:{_free_port()}")
+    overrides = ("tracking.enabled=true", f"tracking.uri=http://127.0.0.1:{free_port()}")
     cfg_tiny.prepared(*overrides)
     assert main(["train", *cfg_tiny.args(*overrides)]) == 2
     err = capsys.readouterr().err
@@ -283,7 +254,7 @@ def test_params_tags_and_shared_files_carry_no_secret_or_home(server, own_uri, t
 
 def test_unreachable_store_error_hides_the_password(own_uri):
     with pytest.raises(TrackingError) as err:
-        connect(f"http://alice:s3cret@127.0.0.1:{_free_port()}")
+        connect(f"http://alice:s3cret@127.0.0.1:{free_port()}")
     assert "s3cret" not in str(err.value) and "store http://alice:***@127.0.0.1:" in str(err.value)
 
 
