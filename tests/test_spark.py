@@ -97,7 +97,7 @@ def reference(model_dir, dump, tmp_path_factory) -> list[dict]:
 
 def test_spark_equals_the_local_predictor(spark, model_dir, dump, reference, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(_args(model_dir, dump, out, "--engine", "spark", "--part-rows", "10", "--top-k", "3",
+    rc = main(_args(model_dir, dump, out, "--engine", "spark", "--part-rows", "20", "--top-k", "3",
                     "--threshold", "0.9"))
     line = capsys.readouterr().out
     assert rc == 0
@@ -105,14 +105,14 @@ def test_spark_equals_the_local_predictor(spark, model_dir, dump, reference, tmp
     _same(got, reference)
     assert {r["error"] for r in got} == {None, "invalid_json", "missing_text", "empty_text"}
     assert [r["line"] for r in got if r["error"]] == [4, 11, 18]
-    assert sorted(p.name for p in out.iterdir()) == [f"lines-{lo:010d}-{lo + 9:010d}" for lo in range(1, 47, 10)]
+    assert sorted(p.name for p in out.iterdir()) == [f"lines-{lo:010d}-{lo + 19:010d}" for lo in (1, 21, 41)]
     assert all((p / "_SUCCESS").exists() for p in out.iterdir())
     schema = pq.read_table(next(out.glob("*/*.parquet"))).schema
     assert [(f.name, str(f.type).replace("element", "item")) for f in schema] == \
         [(f.name, str(f.type)) for f in _schema()]
-    assert "42 rows, 3 errors" in line and "5 line ranges written" in line
+    assert "42 rows, 3 errors" in line and "3 line ranges written" in line
     loads = int(line.split("model loaded ")[1].split("x")[0])
-    assert 1 <= loads <= 2  # once per Python worker (2 cores), not once per batch: 10 tasks ran
+    assert 1 <= loads <= 2  # once per Python worker (2 cores), not once per batch: 6 tasks ran
 
 
 def test_a_failed_task_is_retried_and_every_row_lands_once(spark, model_dir, dump, reference, tmp_path):
@@ -180,11 +180,28 @@ def test_mlflow_spark_udf_on_a_logged_model(spark, cfg_tiny, tmp_path, monkeypat
     assert got.filter(like="prob_").sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_csv_and_parquet_rows_are_numbered_as_the_local_reader_does(spark, model_dir, ext, tmp_path):
+    rows = [{"url": f"u{i}", "title": r["title"], "text": r["text"]} if i != 5 else {"url": "u5", "title": "",
+            "text": ""} for i, r in enumerate(make_corpus(per_label=3, seed=11))]
+    src = tmp_path / f"dump.{ext}"
+    getattr(pd.DataFrame(rows), f"to_{ext}")(src, index=False)
+    assert main(_args(model_dir, src, tmp_path / "ref.jsonl")) == 0
+    job = SparkJob(str(model_dir), str(src), str(tmp_path / "out"), part_rows=1000)
+    predict_spark(job, {"id_field": "url"}, spark=spark)
+    got, want = _rows(tmp_path / "out"), _rows(tmp_path / "ref.jsonl")
+    _same(got, want)
+    assert [r["line"] for r in got][:2] == ([2, 3] if ext == "csv" else [1, 2])
+    assert got[5]["error"] == "empty_text"
+
+
 def test_user_errors_are_one_line(model_dir, dump, tmp_path, capsys, monkeypatch):
     assert main(_args(model_dir, dump, tmp_path / "o.jsonl", "--engine", "spark")) == 2
     assert "writes a Parquet dataset directory" in capsys.readouterr().err
     assert main(_args(model_dir, tmp_path, tmp_path / "o", "--engine", "spark")) == 2
     assert "not folders or stdin" in capsys.readouterr().err
+    assert main(_args(model_dir, dump, tmp_path / "o", "--engine", "spark", "--precision", "bf16")) == 2
+    assert "apply to transformer models only" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     with pytest.raises(PipelineError, match=r"needs pyspark: pip install 'arabic-news-pipeline\[spark\]'"):
         session(None)
