@@ -163,8 +163,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Classify a dump of articles (JSONL, CSV, Parquet, folder, or - for stdin) into JSONL, CSV or Parquet."""
     from pipeline.predict import predict
 
+    if args.engine == "spark":
+        return _predict_spark(args)
     job, flags = predict_request(args)
     print(predict(job, flags).line(args.output))
+    return 0
+
+
+def _predict_spark(args: argparse.Namespace) -> int:
+    """`predict --engine spark`: the same rows, as a Parquet dataset directory written by Spark."""
+    from pipeline.spark import SparkJob, predict_spark
+
+    if args.shard != "0/1":
+        raise PipelineError("--shard is for the local engine; Spark spreads the work itself")
+    if args.output.lower().endswith((".jsonl", ".csv", ".tsv")):
+        raise PipelineError(f"{args.output}: --engine spark writes a Parquet dataset directory, not a file")
+    job = SparkJob(model=args.model, input=args.input, output=args.output, master=args.master,
+                   part_rows=args.part_rows, resume=args.resume, overwrite=args.overwrite)
+    print(predict_spark(job, {name: getattr(args, name) for name in PREDICT_FLAGS}).line(args.output))
     return 0
 
 
@@ -193,6 +209,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    help="a faster runtime must agree with float on the first documents this often (default 0.97)")
     p.add_argument("--window", type=int, help="rows read, length-sorted and written together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=["local", "spark"], default="local",
+                   help="spark: classify with Spark into a Parquet dataset directory (pip install '.[spark]')")
+    p.add_argument("--master", help="Spark master: local[2], spark://HOST:7077, yarn (default: spark-submit's, "
+                   "else local[*,4])")
+    p.add_argument("--part-rows", type=int, default=100_000,
+                   help="Spark: input lines per committed output range, the unit --resume skips (default 100000)")
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:

@@ -83,20 +83,23 @@ def _iter_jsonl(path: str | Path) -> Iterator[RawRow]:
     name = str(path)
     with _open_binary(path) as fh:
         for number, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                data = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                yield RawRow(name, number, error="invalid_utf8", detail=f"byte {exc.start} is not UTF-8")
-                continue
-            except json.JSONDecodeError as exc:
-                yield RawRow(name, number, error="invalid_json", detail=exc.msg)
-                continue
-            if not isinstance(data, dict):
-                yield RawRow(name, number, error="invalid_json", detail="line is not a JSON object")
-                continue
-            yield RawRow(name, number, data)
+            if (row := parse_jsonl_line(name, number, raw)) is not None:
+                yield row
+
+
+def parse_jsonl_line(name: str, number: int, raw: bytes) -> RawRow | None:
+    """One JSONL line as a row (or its error code); None for a blank line, which is no row."""
+    if not raw.strip():
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return RawRow(name, number, error="invalid_utf8", detail=f"byte {exc.start} is not UTF-8")
+    except json.JSONDecodeError as exc:
+        return RawRow(name, number, error="invalid_json", detail=exc.msg)
+    if not isinstance(data, dict):
+        return RawRow(name, number, error="invalid_json", detail="line is not a JSON object")
+    return RawRow(name, number, data)
 
 
 def _has_bad_bytes(value: object) -> bool:

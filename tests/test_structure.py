@@ -12,7 +12,7 @@ from helpers import ROOT, write_jsonl
 # A module imports only from modules before it (lazy imports inside functions count too).
 LAYERS = ["errors", "files", "jobs", "config", "redact", "text", "labels", "readers", "sinks", "data", "metrics",
           "card", "artifacts", "model", "runtime", "backbone", "tracking", "runs", "baseline", "finetune", "train",
-          "scoring", "evaluate", "pyfunc_model", "predict", "cli"]
+          "scoring", "evaluate", "pyfunc_model", "predict", "spark", "cli"]
 PACKAGE = ROOT / "pipeline"
 
 
