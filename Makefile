@@ -8,7 +8,7 @@ DEMO_MODEL := models/demo-e5-small-mean-chunks160
 DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo ui screenshots clean bench bench-sample
+.PHONY: help install test test-slow lint demo ui screenshots clean bench bench-sample
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(VENV)/.installed ## create .venv: torch (CPU) first, then the package
 
 test: install ## run the default test suite (no network, tiny models)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: install ## the tests marked slow: Spark, PostgreSQL, the MLflow UI in Chromium, torchrun (CI runs them too)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
 
 lint: install ## ruff check
 	$(VENV)/bin/ruff check .
@@ -66,7 +69,7 @@ ui: install ## MLflow UI on http://127.0.0.1:5000 against the project's store (s
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
 
 screenshots: install ## regenerate the README's MLflow UI screenshots (docs/img/) in headless Chromium
-	SCREENSHOT_DIR=docs/img HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests/test_tracking_ui.py
+	SCREENSHOT_DIR=docs/img HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow tests/test_tracking_ui.py
 
 clean: ## remove generated data, models and runs (keeps .venv)
 	rm -rf data/processed data/interim outputs mlruns mlartifacts mlflow.db

@@ -23,6 +23,8 @@ if not shutil.which("java"):
 
 from pipeline.spark import SparkJob, predict_spark, session
 
+pytestmark = pytest.mark.slow  # a Spark session: `make test-slow`, run by CI
+
 
 @pytest.fixture(scope="module")
 def spark():

@@ -23,6 +23,7 @@ from pipeline.scoring import load_scorer
 from pipeline.tracking import resolve_model_uri
 
 mlflow = pytest.importorskip("mlflow")
+pytestmark = pytest.mark.slow  # a PostgreSQL cluster and an MLflow server: `make test-slow`, run by CI
 psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install psycopg2-binary)")
 MODEL = "pg-news-topics"
 DB, DB_USER = "mlflow", "mlflow"

@@ -19,6 +19,7 @@ from helpers import Tiny, mlflow_server, write_jsonl
 from pipeline.baseline import train_baseline
 from pipeline.train import train
 
+pytestmark = pytest.mark.slow  # an MLflow server and Chromium: `make test-slow`, run by CI
 CHROMIUM = Path("/usr/bin/chromium")
 EXPERIMENT = "fixture-news-ui"
 ML = "workflowType=machine_learning"  # MLflow 3 opens in its GenAI mode; the runs table lives in "Model training"
