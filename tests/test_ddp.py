@@ -1,0 +1,125 @@
+"""Training under torchrun (DDP, gloo on CPU): rank 0 alone locks, tracks, evaluates and writes; the loss is on
+the scale of one process; a resume with another number of processes fails in one line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, write_jsonl
+
+from pipeline.artifacts import model_dir
+from pipeline.cli import main
+from pipeline.data import load_split
+from pipeline.distributed import WORLD_FILE, WorldSizeChanged, check_world_size, lead, threads
+from pipeline.evaluate import evaluate
+from pipeline.finetune import StopCallback
+from pipeline.jobs import StopSignals
+from pipeline.train import KIND, train
+
+DDP = ("train.epochs=2", "train.logging_steps=1", "train.keep_checkpoints=true")
+
+
+def torchrun(nproc: int, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node N -m pipeline …` with this checkout on the path, over loopback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "pipeline", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def first_loss(history: list[dict]) -> float:
+    """The first logged training loss."""
+    return next(h["loss"] for h in history if "loss" in h)
+
+
+def test_two_processes_train_one_model_in_one_run(cfg_tiny, tmp_path, capsys):
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = cfg_tiny.prepared(*DDP)
+    proc = torchrun(2, ["train", *cfg_tiny.args(*DDP, "tracking.enabled=true", f"tracking.uri={store}")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("model directory:") == 1  # rank 0 alone reports
+
+    models = [p for p in (tmp_path / "models").iterdir()]
+    assert len(models) == 1 and models[0].is_dir()  # one model directory, no lock left behind
+    out = models[0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["effective_batch_size"] == 2 * cfg.train.batch_size
+    assert json.loads((out / "checkpoints" / WORLD_FILE).read_text()) == {"world_size": 2}
+
+    test_file = write_jsonl(tmp_path / "test.jsonl", load_split(cfg, "test"))
+    _, again = evaluate(out, test_file, tmp_path / "eval")
+    for key in ("accuracy", "macro_f1", "weighted_f1"):
+        assert again[key] == pytest.approx(metrics["test"][key])
+
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["train.effective_batch_size"] == str(2 * cfg.train.batch_size)
+    assert runs[0].data.params["train.world_size"] == "2"
+
+    single = train(cfg_tiny(*DDP, f"output_dir={tmp_path / 'single'}"))
+    one, two = first_loss(single.metrics["history"]), first_loss(metrics["history"])
+    assert two == pytest.approx(one, rel=0.3)  # a mean over both ranks, not their sum
+    assert json.loads((single.model_dir / "checkpoints" / WORLD_FILE).read_text()) == {"world_size": 1}
+
+    # the kept checkpoints were written by 2 processes: resuming them in one fails in one line
+    capsys.readouterr()
+    assert main(["train", *cfg_tiny.args(*DDP, "train.resume=true")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "written by 2 process(es), this run has 1" in err
+
+
+def test_resume_with_another_world_size_fails_in_one_line(cfg_tiny, capsys):
+    cfg = cfg_tiny.prepared()
+    checkpoints = model_dir(cfg, KIND) / "checkpoints"
+    (checkpoints / "checkpoint-7").mkdir(parents=True)
+    (checkpoints / "checkpoint-7" / "trainer_state.json").write_text("{}")  # complete, as far as resume can tell
+    (checkpoints / WORLD_FILE).write_text('{"world_size": 4}')
+    capsys.readouterr()
+    assert main(["train", *cfg_tiny.args("--resume")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: the checkpoints in {checkpoints} were written by 4 process(es), this run has 1; resume "
+                   "with --nproc_per_node 4 (or without torchrun for 1), or train from scratch without --resume"]
+
+
+def test_checkpoints_of_one_process_refuse_two(tmp_path, monkeypatch):
+    (tmp_path / "checkpoint-3").mkdir()  # written before the world size was recorded: by one process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(WorldSizeChanged, match="written by 1 process"):
+        check_world_size(tmp_path, resuming=True)
+    check_world_size(tmp_path, resuming=False)
+    assert json.loads((tmp_path / WORLD_FILE).read_text()) == {"world_size": 2}
+    check_world_size(tmp_path, resuming=True)
+
+
+def test_threads_share_the_cores_between_processes(monkeypatch):
+    assert threads(None) is None and threads(3) == 3  # one process: torch's default, or as configured
+    monkeypatch.setenv("WORLD_SIZE", "64")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert threads(None) == max(1, len(os.sched_getaffinity(0)) // 64) and threads(2) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert threads(None) == len(os.sched_getaffinity(0))
+
+
+def test_one_process_leads_itself():
+    assert lead(lambda: Path("x")) == Path("x")
+
+
+class _Control:
+    should_save = should_training_stop = False
+
+
+def test_a_stop_on_any_rank_stops_every_rank():
+    stop = StopSignals("stopping")
+    quiet = StopCallback(stop, agree=lambda flag: flag)
+    assert not quiet.on_step_end(None, None, _Control()).should_training_stop
+    peer_stopped = StopCallback(stop, agree=lambda flag: True)  # the all-reduce says another rank got a signal
+    control = peer_stopped.on_step_end(None, None, _Control())
+    assert control.should_save and control.should_training_stop
+    assert stop.signum is not None  # so this rank raises Interrupted after the checkpoint, like its peer
