@@ -184,12 +184,12 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
         trackers: list[Tracker] = []
 
         def start() -> Path | None:
+            trackers.append(Tracker(cfg))  # connects first: an unreachable server fails before anything is written
             held.enter_context(exclusive(out, "model directory"))
-            trackers.append(Tracker(cfg))  # connects first: an unreachable server fails before any work is done
             return _resume_point(cfg, out)
 
         resume = lead(start)
-        return _train(cfg, out, trackers[0] if trackers else Tracker(cfg, enabled=False), resume, callbacks or [])
+        return _train(cfg, trackers[0] if trackers else Tracker(cfg, enabled=False), out, callbacks or [], resume)
 
 
 def _resume_point(cfg: Config, out: Path) -> Path | None:
@@ -200,7 +200,7 @@ def _resume_point(cfg: Config, out: Path) -> Path | None:
     return resume
 
 
-def _train(cfg: Config, out: Path, tracker: Tracker, resume: Path | None, callbacks: list[Any]) -> RunResult:
+def _train(cfg: Config, tracker: Tracker, out: Path, callbacks: list[Any], resume: Path | None) -> RunResult:
     set_seed(cfg.train.seed, deterministic=True)
     set_threads(threads(cfg.train.threads))
     labels = load_labels(cfg.labels)
