@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.config import Config, load_config, to_yaml
-from pipeline.distributed import is_main
+from pipeline.distributed import is_main, world_size
 from pipeline.errors import PipelineError
 from pipeline.jobs import DiskError, is_disk_fault
 
@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
 def resume_command(argv: list[str]) -> str:
     """The command line that continues a stopped job: the same one, with --resume and without --overwrite."""
     args = [a for a in argv if a != "--overwrite"]
-    return shlex.join(["pipeline", *args, *([] if "--resume" in args else ["--resume"])])
+    launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size()}", "-m", "pipeline"] \
+        if world_size() > 1 else ["pipeline"]  # a checkpoint resumes only with as many processes as wrote it
+    return shlex.join([*launcher, *args, *([] if "--resume" in args else ["--resume"])])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import pytest
 from helpers import ROOT, write_jsonl
 
 from pipeline.artifacts import model_dir
-from pipeline.cli import main
+from pipeline.cli import main, resume_command
 from pipeline.data import load_split
 from pipeline.distributed import WORLD_FILE, WorldSizeChanged, check_world_size, lead, threads
 from pipeline.evaluate import evaluate
@@ -123,3 +123,9 @@ def test_a_stop_on_any_rank_stops_every_rank():
     control = peer_stopped.on_step_end(None, None, _Control())
     assert control.should_save and control.should_training_stop
     assert stop.signum is not None  # so this rank raises Interrupted after the checkpoint, like its peer
+
+
+def test_the_resume_command_under_torchrun_keeps_the_process_count(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert resume_command(["train", "-c", "a.yaml"]) == \
+        "torchrun --standalone --nproc_per_node=2 -m pipeline train -c a.yaml --resume"
