@@ -3,8 +3,11 @@ the scale of one process; a resume with another number of processes fails in one
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,12 +25,17 @@ from pipeline.train import KIND, train
 DDP = ("train.epochs=2", "train.logging_steps=1", "train.keep_checkpoints=true")
 
 
-def torchrun(nproc: int, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+def torchrun_command(nproc: int, args: list[str]) -> tuple[list[str], dict[str, str]]:
     """`torchrun --standalone --nproc_per_node N -m pipeline …` with this checkout on the path, over loopback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pipeline", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "pipeline", *args], env
+
+
+def torchrun(nproc: int, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run torchrun to the end."""
+    cmd, env = torchrun_command(nproc, args)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -73,6 +81,29 @@ def test_two_processes_train_one_model_in_one_run(cfg_tiny, tmp_path, capsys):
     assert main(["train", *cfg_tiny.args(*DDP, "train.resume=true")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "written by 2 process(es), this run has 1" in err
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint(cfg_tiny, tmp_path):
+    cfg = cfg_tiny.prepared("train.epochs=500")
+    checkpoints = model_dir(cfg, KIND) / "checkpoints"
+    cmd, env = torchrun_command(2, ["train", *cfg_tiny.args("train.epochs=500")])
+    with (tmp_path / "torchrun.log").open("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and proc.poll() is None:
+                assert time.monotonic() < deadline, "no checkpoint after 300 s"
+                time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)  # neither rank waits forever in a collective the other left
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log.seek(0)
+        stopped = re.findall(r"error: SIGTERM: training stopped at step (\d+)", log.read())
+    assert len(stopped) == 2 and stopped[0] == stopped[1], stopped  # both ranks, at the same step
+    assert (checkpoints / f"checkpoint-{stopped[0]}" / "trainer_state.json").is_file()
+    assert not (checkpoints.parent / "metrics.json").exists()
 
 
 def test_resume_with_another_world_size_fails_in_one_line(cfg_tiny, capsys):
