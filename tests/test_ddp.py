@@ -86,7 +86,7 @@ def test_two_processes_train_one_model_in_one_run(cfg_tiny, tmp_path, capsys):
 def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint(cfg_tiny, tmp_path):
     cfg = cfg_tiny.prepared("train.epochs=500")
     checkpoints = model_dir(cfg, KIND) / "checkpoints"
-    cmd, env = torchrun_command(2, ["train", *cfg_tiny.args("train.epochs=500")])
+    cmd, env = torchrun_command(2, ["train", *cfg_tiny.args("train.epochs=500", "train.ddp_timeout=120")])
     with (tmp_path / "torchrun.log").open("w+") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
