@@ -19,7 +19,7 @@ from pipeline.data import load_split
 from pipeline.distributed import WORLD_FILE, WorldSizeChanged, check_world_size, lead, threads
 from pipeline.evaluate import evaluate
 from pipeline.finetune import StopCallback
-from pipeline.jobs import StopSignals
+from pipeline.jobs import StopSignals, exclusive
 from pipeline.train import KIND, train
 
 DDP = ("train.epochs=2", "train.logging_steps=1", "train.keep_checkpoints=true")
@@ -81,6 +81,19 @@ def test_two_processes_train_one_model_in_one_run(cfg_tiny, tmp_path, capsys):
     assert main(["train", *cfg_tiny.args(*DDP, "train.resume=true")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "written by 2 process(es), this run has 1" in err
+
+
+def test_a_busy_model_directory_stops_both_ranks_in_one_line_each(cfg_tiny):
+    out = model_dir(cfg_tiny.prepared(), KIND)
+    with exclusive(out, "model directory"):  # rank 0 alone takes the lock: rank 1 must not fail on it first
+        proc = torchrun(2, ["train", *cfg_tiny.args("train.ddp_timeout=120")])
+    assert proc.returncode != 0
+    busy = f"another process (pid {os.getpid()}) is writing this model directory"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(errors) == sorted([f"error: {out}: {busy}; wait for it to finish or stop it (lock: {out}.lock)",
+                                     f"error: rank 0 failed: {out}: {busy}; wait for it to finish or stop it "
+                                     f"(lock: {out}.lock)"])
+    assert not out.exists()
 
 
 def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint(cfg_tiny, tmp_path):
