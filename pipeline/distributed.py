@@ -19,7 +19,11 @@ WORLD_FILE = "world_size.json"  # in the checkpoints folder: the world size its 
 
 
 class PeerFailed(PipelineError):
-    """Rank 0 failed while preparing; the other ranks stop with its message."""
+    """Rank 0 failed while preparing; the other ranks stop with its message and exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class WorldSizeChanged(PipelineError):
@@ -86,18 +90,19 @@ def lead(step: Callable[[], T]) -> T:
     import torch.distributed as dist
 
     if not is_main():
-        outcome: list[tuple[str | None, T | None]] = [(None, None)]
+        outcome: list[tuple[str | None, int, T | None]] = [(None, 0, None)]
         dist.broadcast_object_list(outcome, src=0)
-        error, value = outcome[0]
+        error, code, value = outcome[0]
         if error is not None:
-            raise PeerFailed(f"rank 0 failed: {error}")
+            raise PeerFailed(f"rank 0 failed: {error}", code)
         return value  # type: ignore[return-value]
     try:
         value = step()
     except BaseException as exc:
-        dist.broadcast_object_list([(str(exc) or type(exc).__name__, None)], src=0)
+        code = exc.exit_code if isinstance(exc, PipelineError) else 1
+        dist.broadcast_object_list([(str(exc) or type(exc).__name__, code, None)], src=0)
         raise
-    dist.broadcast_object_list([(None, value)], src=0)
+    dist.broadcast_object_list([(None, 0, value)], src=0)
     return value
 
 
