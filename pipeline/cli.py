@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.config import Config, load_config, to_yaml
+from pipeline.distributed import is_main, world_size
 from pipeline.errors import PipelineError
 from pipeline.jobs import DiskError, is_disk_fault
 
@@ -67,6 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.train import train
 
     result = train(_cfg(args))
+    if not result.metrics:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(_summary("fine-tuned", result.metrics))
     print(f"model directory: {result.model_dir}")
     return 0
@@ -259,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
 def resume_command(argv: list[str]) -> str:
     """The command line that continues a stopped job: the same one, with --resume and without --overwrite."""
     args = [a for a in argv if a != "--overwrite"]
-    return shlex.join(["pipeline", *args, *([] if "--resume" in args else ["--resume"])])
+    launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size()}", "-m", "pipeline"] \
+        if world_size() > 1 else ["pipeline"]  # a checkpoint resumes only with as many processes as wrote it
+    return shlex.join([*launcher, *args, *([] if "--resume" in args else ["--resume"])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if exc.resumable:
+        if exc.resumable and is_main():  # under torchrun, rank 0 says it once
             print(f"to continue: {resume_command(argv)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

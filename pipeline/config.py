@@ -111,6 +111,8 @@ class TrainConfig(_Section):
     calibrate: bool = True
     linear_probe: bool = False
     threads: int | None = None
+    ddp_timeout: int = Field(1800, ge=1, description="seconds a torchrun rank waits for its peers before the job "
+                             "fails (a dead peer then stops the run instead of hanging it)")
 
 
 class BaselineConfig(_Section):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,17 @@ def freeze(model: torch.nn.Module, embeddings: bool, layers: int) -> int:
         if (embeddings and d == 0) or 1 <= d <= layers:
             param.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def freeze_unused_pooler(model: torch.nn.Module, pooling: str) -> int:
+    """With mean pooling the backbone's pooler is computed but never reaches the loss: mark it fixed (it gets no
+    gradient either way) so DDP does not wait for its gradients; returns how many tensors were fixed."""
+    if pooling != "mean":
+        return 0
+    pooler = [p for name, p in model.named_parameters() if ".pooler." in f".{name}" and p.requires_grad]
+    for param in pooler:
+        param.requires_grad_(False)
+    return len(pooler)
 
 
 def param_groups(model: torch.nn.Module, lr: float, head_lr: float | None, decay: float,
@@ -187,14 +200,19 @@ class TrackerCallback(TrainerCallback):
 
 
 class StopCallback(TrainerCallback):
-    """After SIGINT/SIGTERM, save a checkpoint at the end of the current step and end training there."""
+    """After SIGINT/SIGTERM, save a checkpoint at the end of the current step and end training there.
 
-    def __init__(self, stop: StopSignals) -> None:
-        self.stop = stop
+    `agree` turns this process's flag into the job's (under DDP an all-reduce at every step end): every rank then
+    stops at the same step, and none waits forever in a collective its stopped peer never joins.
+    """
+
+    def __init__(self, stop: StopSignals, agree: Callable[[bool], bool] = bool) -> None:
+        self.stop, self.agree = stop, agree
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
-        """Ask the Trainer for a checkpoint and a stop once a signal came."""
-        if self.stop.signum is not None:
+        """Ask the Trainer for a checkpoint and a stop once a signal came (to any rank)."""
+        if self.agree(self.stop.signum is not None):
+            self.stop.signum = self.stop.signum or signal.SIGTERM  # a peer's signal stops this rank as well
             control.should_save = True
             control.should_training_stop = True
         return control

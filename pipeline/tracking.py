@@ -82,15 +82,19 @@ def experiment_name(cfg: Config) -> str:
 class Tracker:
     """One MLflow run: params, tags, per-epoch and final metrics, artifacts, the pyfunc model."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, enabled: bool = True) -> None:
         self.cfg = cfg
-        self.enabled = cfg.tracking.enabled
+        self.enabled = enabled and cfg.tracking.enabled  # False: a DDP rank other than 0, which never logs
         self.mlflow: Any = connect(tracking_uri(cfg)) if self.enabled else None
         self.run_id: str | None = None
 
     @contextlib.contextmanager
-    def run(self, name: str, kind: str, tags: dict[str, str]) -> Iterator[Tracker]:
-        """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C; never left RUNNING."""
+    def run(self, name: str, kind: str, tags: dict[str, str],
+            params: dict[str, Any] | None = None) -> Iterator[Tracker]:
+        """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C; never left RUNNING.
+
+        `params` are logged next to the flattened config (derived values such as `train.effective_batch_size`).
+        """
         if not self.enabled:
             yield self
             return
@@ -98,7 +102,7 @@ class Tracker:
         mlflow.set_experiment(experiment_name(self.cfg))
         with mlflow.start_run(run_name=name) as active:
             self.run_id = active.info.run_id
-            mlflow.log_params(redact_mapping(flatten(self.cfg)))
+            mlflow.log_params({**redact_mapping(flatten(self.cfg)), **(params or {})})
             ours = {"kind": kind, "git_commit": git_commit(), "dataset": self.cfg.data.name, **tags}
             mlflow.set_tags(public_tags(active.data.tags, ours))
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from functools import partial
@@ -16,6 +17,17 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainin
 from pipeline.artifacts import CHECKPOINTS, model_dir, run_name
 from pipeline.config import Config
 from pipeline.data import SPLITS, load_split
+from pipeline.distributed import (
+    any_rank,
+    backend,
+    barrier,
+    check_world_size,
+    is_main,
+    lead,
+    process_group,
+    threads,
+    world_size,
+)
 from pipeline.errors import DataError
 from pipeline.finetune import (
     LayerwiseTrainer,
@@ -24,6 +36,7 @@ from pipeline.finetune import (
     class_weights,
     complete_checkpoint,
     freeze,
+    freeze_unused_pooler,
     linear_probe,
     precision_flags,
     weighted_loss,
@@ -76,7 +89,15 @@ def training_args(cfg: Config, out: Path, n_train: int) -> TrainingArguments:
         save_total_limit=2, save_only_model=False, seed=t.seed, data_seed=t.seed, report_to="none",
         label_names=["labels"], train_sampling_strategy="group_by_length", length_column_name="length",
         dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
-        **precision_flags(t.precision))
+        # DDP: our loss is a plain mean, which the Trainer would multiply by the process count if it averaged
+        # tokens across devices; every parameter gets a gradient, so DDP need not search for unused ones
+        ddp_backend=backend() if world_size() > 1 else None, ddp_timeout=t.ddp_timeout,
+        ddp_find_unused_parameters=False, average_tokens_across_devices=False, **precision_flags(t.precision))
+
+
+def effective_batch_size(cfg: Config) -> int:
+    """Examples per optimizer step: per-device batch x processes x accumulation steps."""
+    return cfg.train.batch_size * world_size() * cfg.train.gradient_accumulation_steps
 
 
 def doc_probs(model: Classifier, tokenizer: Any, enc: Encoded, n_docs: int, batch_size: int,
@@ -110,16 +131,17 @@ def _compute_metrics(labels: LabelMap, enc: Encoded, y: list[int]) -> Any:
     return compute
 
 
-def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, out: Path,
-        callbacks: list[Any]) -> tuple[Classifier, LayerwiseTrainer]:
-    """Fine-tune with the HF Trainer; returns the best model by validation macro-F1."""
+def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, out: Path, callbacks: list[Any],
+        resume: Path | None = None) -> tuple[Classifier, LayerwiseTrainer]:
+    """Fine-tune with the HF Trainer from `resume` (a checkpoint) or the start; returns the best model by
+    validation macro-F1."""
     model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout,
                                        cfg.model.pooling), cfg.model.pooling)
     tr, va = splits["train"], splits["validation"]
-    resume = complete_checkpoint(out / CHECKPOINTS) if cfg.train.resume else None
     if cfg.train.linear_probe and resume is None:
         linear_probe(model, tokenizer, tr["enc"], tr["y"], len(labels), cfg.train.seed)
     freeze(model, cfg.train.freeze_embeddings, cfg.train.freeze_layers)
+    freeze_unused_pooler(model, cfg.model.pooling)
     stop = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     trainer = LayerwiseTrainer(
         model=model, args=training_args(cfg, out, len(tr["enc"].input_ids)),
@@ -137,6 +159,7 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
         state = f"the last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
         raise disk_error(exc, f"training into {out}", f"{state}; free space, then rerun with --resume",
                          resumable=True) from None
+    barrier()  # every rank has loaded the best checkpoint before rank 0 may remove the checkpoints
     return trainer.model, trainer
 
 
@@ -152,32 +175,53 @@ def evaluate_splits(model: Classifier, tokenizer: Any, labels: LabelMap, splits:
 def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
     """Fine-tune, calibrate and evaluate one model; write `models/<run_name>/` and log the run.
 
-    One process per model directory. SIGINT/SIGTERM save a checkpoint, mark the run KILLED and raise
-    `Interrupted`; `train.resume` continues from the newest complete checkpoint.
+    One process per model directory, or one torchrun job: there rank 0 alone locks, tracks, evaluates and writes,
+    and the other ranks only train (their result has no metrics). SIGINT/SIGTERM save a checkpoint, mark the run
+    KILLED and raise `Interrupted`; `train.resume` continues from the newest complete checkpoint.
     """
-    tracker = Tracker(cfg)  # connects first: an unreachable server fails before anything is written
     out = model_dir(cfg, KIND)
-    with exclusive(out, "model directory"):
-        return _train(cfg, tracker, out, callbacks or [])
+    with process_group(cfg.train.ddp_timeout), contextlib.ExitStack() as held:
+        trackers: list[Tracker] = []
+
+        def start() -> Path | None:
+            trackers.append(Tracker(cfg))  # connects first: an unreachable server fails before anything is written
+            held.enter_context(exclusive(out, "model directory"))
+            return _resume_point(cfg, out)
+
+        resume = lead(start)
+        return _train(cfg, trackers[0] if trackers else Tracker(cfg, enabled=False), out, callbacks or [], resume)
 
 
-def _train(cfg: Config, tracker: Tracker, out: Path, callbacks: list[Any]) -> RunResult:
+def _resume_point(cfg: Config, out: Path) -> Path | None:
+    """The checkpoint to continue from (None: from the start), after checking it was written by as many processes."""
+    out.mkdir(parents=True, exist_ok=True)
+    resume = complete_checkpoint(out / CHECKPOINTS) if cfg.train.resume else None
+    check_world_size(out / CHECKPOINTS, resuming=resume is not None)
+    return resume
+
+
+def _train(cfg: Config, tracker: Tracker, out: Path, callbacks: list[Any], resume: Path | None) -> RunResult:
     set_seed(cfg.train.seed, deterministic=True)
-    set_threads(cfg.train.threads)
+    set_threads(threads(cfg.train.threads))
     labels = load_labels(cfg.labels)
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     splits = _prepare_inputs(cfg, labels, TextEncoder(tokenizer, cfg.model))
-    out.mkdir(parents=True, exist_ok=True)
     tags = run_tags(cfg, list(labels.ids), model_family(cfg.model.name_or_path))
-    with StopSignals("saving a checkpoint, then stopping") as stop, tracker.run(run_name(cfg, KIND), "train", tags):
+    batch = {"train.effective_batch_size": effective_batch_size(cfg), "train.world_size": world_size()}
+    with StopSignals("saving a checkpoint, then stopping") as stop, \
+            tracker.run(run_name(cfg, KIND), "train", tags, params=batch):
         started = time.time()
         extra = [TrackerCallback(tracker)] if tracker.enabled else []
-        model, trainer = fit(cfg, labels, splits, tokenizer, out, callbacks + extra + [StopCallback(stop)])
+        model, trainer = fit(cfg, labels, splits, tokenizer, out, callbacks + extra + [StopCallback(stop, any_rank)],
+                             resume)
         stop.check(f"training stopped at step {trainer.state.global_step}; the checkpoint is in {out / CHECKPOINTS}")
+        if not is_main():
+            return RunResult(model_dir=out, metrics={})
         stop.doing = "finishing the run first: calibrating, writing the model and logging it"
         metrics, temp, probs = evaluate_splits(model, tokenizer, labels, splits, cfg)
         metrics["token_audit"] = {s: token_audit(splits[s]["enc"], cfg.model.max_length) for s in splits}
         metrics["train_seconds"] = round(time.time() - started, 1)
+        metrics.update(effective_batch_size=batch["train.effective_batch_size"], world_size=world_size())
         metrics["history"] = [h for h in trainer.state.log_history if "eval_macro_f1" in h or "loss" in h]
         return finish_run(tracker, out, kind=KIND, cfg=cfg, labels=labels, metrics=metrics, temperature=temp,
                           save_weights=partial(save_model, model, tokenizer), test_rows=splits["test"]["rows"],
