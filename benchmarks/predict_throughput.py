@@ -224,5 +224,21 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: list[dict]) -> str:
+    """Speed-ups per CPU class side by side (agreement in brackets where it was measured)."""
+    names = list(dict.fromkeys(r["runtime"] for res in results for r in res["rows"]))
+    head = ["| runtime | " + " | ".join(f"{res['cpu_class']}: {res.get('label', 'this machine')}" for res in results)
+            + " |", "|---|" + "---:|" * len(results)]
+
+    def cell(res: dict, name: str) -> str:
+        row = next((r for r in res["rows"] if r["runtime"] == name), None)
+        if row is None or "refused" in row:
+            return "refused" if row else ""
+        text = f"{row['docs_per_s']:.1f} docs/s" if name.endswith("(reference)") else f"{row['speedup']:.2f}x"
+        return text + (f" ({row['agreement']:.1%})" if row.get("agreement") is not None and "x" in text else "")
+
+    return "\n".join(head + [f"| {n} | " + " | ".join(cell(res, n) for res in results) + " |" for n in names])
+
+
 if __name__ == "__main__":
     main()
