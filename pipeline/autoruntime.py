@@ -249,6 +249,9 @@ def choose(scorer: Any, opts: PredictConfig, texts: list[str] | None) -> str:
     """`--runtime auto`: the cached choice for this model and CPU, else a timed trial; returns the output's tag."""
     if scorer.kind != "transformer":
         return ""  # a TF-IDF model has one scorer
+    if str(scorer.device) != "cpu":
+        _say(f"runtime auto: torch on {scorer.device} (the CPU runtimes are not tried where a GPU runs the model)")
+        return ""
     weights, signature = read_info(scorer.directory)["weights_sha256"], cpu_signature(opts.threads)
     cached = read_choice(Path(scorer.directory), weights, signature, opts.min_agreement)
     if not texts:
