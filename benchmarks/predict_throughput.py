@@ -116,6 +116,7 @@ def main() -> None:
                     help="rerun under " + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + " (no memory runs)")
     ap.add_argument("--results", default=None, help="file name under benchmarks/results/ (default: "
                     "predict_throughput.json, predict_throughput-avx2-emulated.json with --emulate-avx2)")
+    ap.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), help="only these (default: all)")
     args = ap.parse_args()
     if args.emulate_avx2 and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})  # before torch loads
@@ -151,6 +152,8 @@ def main() -> None:
     print(f"CPU class {cpu_class()}" + (" (torch restricted to AVX2; ONNX Runtime keeps the host's ISA)"
                                         if args.emulate_avx2 else ""), flush=True)
     for name, extra in RUNTIMES.items():
+        if args.runtimes and name not in args.runtimes:
+            continue
         rows.append(measure(args, name, extra, warm, inp, ref_labels, len(docs) / ref_seconds))
     pick = json.loads((args.model / CHOICE_FILE).read_text())  # written by auto's trial in the warm-up
 
