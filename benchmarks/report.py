@@ -76,6 +76,12 @@ def render() -> str:
         parts.append(f"**Predictor throughput** ({t['model']}, {t['docs']} real articles, batch {t['batch_size']}, "
                      f"{t['threads']} threads, truncation `{t['truncation']}` at {t['max_length']} tokens)\n\n"
                      + module.table(t))
+        other = RESULTS / "predict_throughput-avx2.json"
+        if other.is_file():
+            avx2 = json.loads(other.read_text())
+            t.setdefault("cpu_class", "AVX-512+VNNI+bf16")
+            parts.append("**Speed-up over the reference per CPU class** (label agreement in brackets where "
+                         f"measured; AVX2: {avx2['source']})\n\n" + module.cpu_table([t, avx2]))
     return "\n\n".join(parts)
 
 

@@ -204,10 +204,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-field", help="id field (default: the model's data.id_field)")
     p.add_argument("--long-text", choices=["head", "head_tail", "chunks"],
                    help="long-text strategy (default: the one the model was trained with)")
-    p.add_argument("--runtime", choices=["torch", "onnx"],
-                   help="onnx: ONNX Runtime with fused attention (exported once into MODEL/onnx/); default torch")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"],
+                   help="auto (default): the fastest runtime that agrees with float on this CPU, chosen by a short "
+                        "trial and cached in MODEL/runtime_choice.json; torch; onnx: ONNX Runtime, fused attention")
     p.add_argument("--quantize", choices=["none", "int8"], help="int8 dynamic quantisation of linear layers")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: CPU autocast (torch)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: CPU autocast (torch); refused on a CPU "
+                   "without native bf16 (AVX512-BF16 or AMX)")
     p.add_argument("--min-agreement", type=float,
                    help="a faster runtime must agree with float on the first documents this often (default 0.97)")
     p.add_argument("--window", type=int, help="rows read, length-sorted and written together")

@@ -147,7 +147,7 @@ class PredictConfig(_Section):
     text_fields: list[str] | None = Field(None, description="None: the model's data.text_fields")
     id_field: str | None = Field(None, description="None: the model's data.id_field")
     long_text: Literal["head", "head_tail", "chunks"] | None = Field(None, description="None: as trained")
-    runtime: Literal["torch", "onnx"] = "torch"
+    runtime: Literal["auto", "torch", "onnx"] = "auto"  # auto: the fastest that agrees with float on this CPU
     quantize: Literal["none", "int8"] = "none"
     precision: Literal["fp32", "bf16"] = "fp32"
     min_agreement: float = Field(0.97, ge=0, description="a faster runtime must agree with float this often")
@@ -159,6 +159,14 @@ class PredictConfig(_Section):
             raise ValueError("expected a confidence between 0 and 1")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _explicit(cls, data: Any) -> Any:
+        """`--quantize int8` or `--precision bf16` alone mean the torch runtime, as before `auto` existed."""
+        explicit = isinstance(data, dict) and (data.get("quantize", "none"), data.get("precision", "fp32")) != (
+            "none", "fp32")
+        return {**data, "runtime": "torch"} if explicit and data.get("runtime", "auto") == "auto" else data
+
     @model_validator(mode="after")
     def _runtime(self) -> PredictConfig:
         if self.runtime == "onnx" and self.precision != "fp32":
@@ -167,8 +175,8 @@ class PredictConfig(_Section):
 
     @property
     def fast_runtime(self) -> bool:
-        """Anything but the float torch model: checked against it on the input's first documents."""
-        return (self.runtime, self.quantize, self.precision) != ("torch", "none", "fp32")
+        """An explicit runtime other than the float torch model: checked against it on the input's first documents."""
+        return self.runtime != "auto" and (self.runtime, self.quantize, self.precision) != ("torch", "none", "fp32")
 
 
 class Config(_Section):

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import autoruntime
 from pipeline.artifacts import Scorer, model_name, read_model_config
 from pipeline.config import PredictConfig, with_flags
-from pipeline.errors import DataError, PipelineError
+from pipeline.errors import DataError
 from pipeline.jobs import DiskError, StopSignals, disk_error, exclusive, is_disk_fault
 from pipeline.readers import RawRow, detect_format, iter_rows
 from pipeline.scoring import load_scorer
@@ -87,36 +88,35 @@ def load(job: PredictJob, flags: dict[str, Any]) -> tuple[Scorer, str, PredictCo
     """The scorer, the model name for output rows, and the effective predict options; fails at start."""
     directory, name = resolve_model(job.model)
     opts = with_flags(read_model_config(directory).predict, flags)
+    autoruntime.refuse_emulated_bf16(opts)
     scorer = load_scorer(directory, device=opts.device, batch_size=opts.batch_size, threads=opts.threads)
     if opts.long_text and scorer.kind == "transformer":
         scorer.set_long_text(opts.long_text)
     return scorer, name, opts
 
 
-def switch_runtime(predictor: Predictor, opts: PredictConfig, path: str, sample: int = 64) -> None:
-    """Move to a faster runtime only after it agrees with the float model on the input's first documents."""
-    from pipeline import runtime
-
+def first_texts(predictor: Predictor, path: str, sample: int = 64) -> list[str] | None:
+    """The normalised texts of the input's first documents; None for stdin, which cannot be read twice."""
     if path == "-":
-        raise PipelineError("a faster runtime is checked against float on the input's first documents; give a file")
+        return None
     texts: list[str] = []
     for row in itertools.islice(iter_rows(path), sample * 4):
         if (text := predictor.text(row)) is not None:
             texts.append(text)
         if len(texts) >= sample:
             break
-    scorer = predictor.scorer
-    reference = scorer.score(texts)[0] if texts else np.zeros((0, 1))
-    tag = runtime.apply(scorer, opts)
-    probs = scorer.score(texts)[0] if texts else reference
-    agreement = float((probs.argmax(1) == reference.argmax(1)).mean()) if texts else 1.0
-    drift = float(np.abs(probs - reference).max()) if texts else 0.0
-    print(f"{tag[1:]}: label agreement with the float model on the first {len(texts)} documents {agreement:.1%}, "
-          f"max probability difference {drift:.4f}", file=sys.stderr)
-    if agreement < opts.min_agreement:
-        raise PipelineError(f"{tag[1:]} agrees with the float model on only {agreement:.1%} of the first "
-                            f"{len(texts)} documents (< {opts.min_agreement:.0%}); use the default runtime")
-    predictor.name += tag
+    return texts
+
+
+def switch_runtime(predictor: Predictor, opts: PredictConfig, path: str, sample: int = 64) -> None:
+    """`auto`: the fastest runtime that agrees with float here; explicit ones only once they agree with float."""
+    if opts.runtime == "auto" and predictor.scorer.kind != "transformer":
+        return  # a TF-IDF model has one scorer: nothing to sample, torch never loaded
+    texts = first_texts(predictor, path, sample)
+    if opts.runtime == "auto":
+        predictor.name += autoruntime.choose(predictor.scorer, opts, texts)
+    else:
+        predictor.name += autoruntime.check_explicit(predictor.scorer, opts, texts)
 
 
 def windows(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
@@ -225,7 +225,7 @@ def predict(job: PredictJob, flags: dict[str, Any] | None = None) -> Summary:
     with exclusive(job.output, "output"):
         scorer, name, opts = load(job, flags or {})
         predictor = Predictor(scorer, name, opts)
-        if opts.fast_runtime:
+        if opts.fast_runtime or opts.runtime == "auto":
             switch_runtime(predictor, opts, job.input)
         with StopSignals("finishing the current window, then stopping") as stop:
             return _classify(job, predictor, opts.window, sink, stop)

@@ -11,8 +11,8 @@ from helpers import ROOT, write_jsonl
 
 # A module imports only from modules before it (lazy imports inside functions count too).
 LAYERS = ["errors", "files", "jobs", "distributed", "config", "redact", "text", "labels", "readers", "sinks", "data",
-          "metrics", "card", "artifacts", "model", "runtime", "backbone", "tracking", "runs", "baseline", "finetune",
-          "train", "scoring", "evaluate", "pyfunc_model", "predict", "spark", "cli"]
+          "metrics", "card", "artifacts", "model", "runtime", "autoruntime", "backbone", "tracking", "runs", "baseline",
+          "finetune", "train", "scoring", "evaluate", "pyfunc_model", "predict", "spark", "cli"]
 PACKAGE = ROOT / "pipeline"
 
 
@@ -82,7 +82,7 @@ def _heavy_modules(*argv: str) -> list[str]:
 def test_tfidf_predict_imports_neither_torch_nor_mlflow(tfidf_model, tmp_path):
     model, test_file = tfidf_model
     loaded = _heavy_modules("predict", "--model", str(model), "--input", str(test_file), "--output",
-                            str(tmp_path / "o.jsonl"), "--quiet")
+                            str(tmp_path / "o.jsonl"), "--quiet", "--runtime", "auto")  # auto: the TF-IDF scorer
     assert loaded == []
     assert (tmp_path / "o.jsonl").read_text(encoding="utf-8").count("\n") > 0
 
