@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.autoruntime import CANDIDATES
 from pipeline.errors import DataError, PipelineError
 from pipeline.jobs import exclusive
 from pipeline.predict import PredictJob, Predictor, Summary, load, switch_runtime
@@ -25,6 +26,10 @@ from pipeline.readers import RawRow, detect_format, parse_jsonl_line
 from pipeline.sinks import COLUMNS, _schema
 
 INSTALL = "pip install 'arabic-news-pipeline[spark]' (pyspark 4) and Java 17 (apt install openjdk-17-jre-headless)"
+# what `runtime.apply` tags each runtime `auto` may choose, so the workers can be given the same one explicitly
+RUNTIME_OF_TAG = {"+onnx-int8": CANDIDATES["onnx int8"], "+bf16": CANDIDATES["torch bf16"],
+                  "+int8": CANDIDATES["torch int8"], "+onnx": CANDIDATES["onnx fp32"]}
+FLOAT_FLAGS = {"runtime": "torch", "quantize": "none", "precision": "fp32"}
 LINE = "_pipeline_line"  # the input line number travels in a column no dump is likely to have
 NO_NULL = "\u0000"  # CSV: read empty fields as "", like Python's csv module, not as null
 SCHEMA = ("id string, line bigint, label string, confidence double, needs_review boolean, flags array<string>, "
@@ -211,13 +216,21 @@ def _plan(fs: _Fs, job: SparkJob, last: int) -> tuple[list[tuple[int, int]], int
     return todo, len(planned) - len(todo)
 
 
-def _driver_check(job: SparkJob, flags: dict[str, Any]) -> tuple[str, str, Any]:
-    """Load the model once on the driver: bad flags and a disagreeing fast runtime fail before Spark starts."""
+def _driver_check(job: SparkJob, flags: dict[str, Any]) -> tuple[str, str, Any, dict[str, Any]]:
+    """Load the model once on the driver: bad flags and a disagreeing fast runtime fail before Spark starts.
+
+    `auto` is settled here, once, and the workers get the runtime it chose as explicit flags; returns the model's
+    local directory, its output name, the options and the flags for the workers.
+    """
     scorer, name, opts = load(PredictJob(job.model, job.input, job.output), flags)
-    if opts.fast_runtime and "://" not in job.input:
+    if (opts.fast_runtime or opts.runtime == "auto") and "://" not in job.input and scorer.kind == "transformer":
         predictor = Predictor(scorer, name, opts)
         switch_runtime(predictor, opts, job.input)  # also exports ONNX once, before the workers look for it
-    return str(scorer.directory), name, opts
+        if opts.runtime == "auto":
+            flags = {**flags, **RUNTIME_OF_TAG.get(predictor.name.removeprefix(name), FLOAT_FLAGS)}
+    elif opts.runtime == "auto":
+        flags = {**flags, **FLOAT_FLAGS}  # nothing to try on a remote input: the float model, as on stdin
+    return str(scorer.directory), name, opts, flags
 
 
 def predict_spark(job: SparkJob, flags: dict[str, Any] | None = None, spark: Any = None,
@@ -235,7 +248,7 @@ def predict_spark(job: SparkJob, flags: dict[str, Any] | None = None, spark: Any
     if job.part_rows < 1:
         raise DataError("--part-rows: expected a positive number of input lines", "bad_option")
     flags = flags or {}
-    local, name, opts = _driver_check(job, flags)
+    local, name, opts, flags = _driver_check(job, flags)
     lock = exclusive(job.output, "output") if "://" not in job.output else contextlib.nullcontext()
     with lock:
         spark = spark or session(job.master)

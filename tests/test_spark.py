@@ -207,3 +207,17 @@ def test_user_errors_are_one_line(model_dir, dump, tmp_path, capsys, monkeypatch
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     with pytest.raises(PipelineError, match=r"needs pyspark: pip install 'arabic-news-pipeline\[spark\]'"):
         session(None)
+
+
+def test_a_transformer_runs_the_runtime_auto_chose_on_the_driver(spark, trained, dump, tmp_path, capsys):
+    tiny = trained[1].model_dir  # saved with predict.runtime: auto
+    out, ref = tmp_path / "out", tmp_path / "ref.jsonl"
+    assert main(_args(tiny, dump, out, "--engine", "spark", "--part-rows", "20")) == 0
+    chose = [x for x in capsys.readouterr().err.splitlines() if x.startswith("runtime auto: ")]
+    assert len(chose) == 1  # settled once, on the driver; the workers were handed its choice
+    assert main(_args(tiny, dump, ref)) == 0  # the local predictor, on the choice the driver cached
+    got, want = _rows(out), _rows(ref)
+    assert [(r["id"], r["line"], r["error"], r["model"], r["label"]) for r in got] == \
+        [(r["id"], r["line"], r["error"], r["model"], r["label"]) for r in want]
+    for a, b in zip(got, want, strict=True):  # int8 rounds per batch, and Spark batches differently
+        assert a["confidence"] is None or a["confidence"] == pytest.approx(b["confidence"], abs=0.05)
