@@ -96,8 +96,8 @@ def load(job: PredictJob, flags: dict[str, Any]) -> tuple[Scorer, str, PredictCo
 
 
 def first_texts(predictor: Predictor, path: str, sample: int = 64) -> list[str] | None:
-    """The normalised texts of the input's first documents; None for stdin, which cannot be read twice."""
-    if path == "-":
+    """The normalised texts of the input's first documents; None for stdin or a pipe, which cannot be read twice."""
+    if path == "-" or not (Path(path).is_file() or Path(path).is_dir()):
         return None
     texts: list[str] = []
     for row in itertools.islice(iter_rows(path), sample * 4):

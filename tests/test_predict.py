@@ -266,3 +266,11 @@ def test_flags_override_the_models_saved_predict_section(model_dir, dump, tmp_pa
     assert [r["id"] for r in rows] == [d["url"] for d in dump]
     assert _run(model, src, tmp_path / "b.jsonl", "--threshold", "0", "--top-k", "3") == 0
     assert all(len(r["top"]) == 3 and not r["needs_review"] for r in _read(tmp_path / "b.jsonl"))
+
+
+def test_runtime_trials_never_read_a_pipe_twice(tmp_path):
+    from pipeline.predict import first_texts
+
+    fifo = tmp_path / "dump.jsonl"
+    os.mkfifo(fifo)  # a named pipe, like stdin, yields its rows once: sampling them first would lose them
+    assert first_texts(None, str(fifo)) is None
