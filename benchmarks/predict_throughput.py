@@ -74,7 +74,8 @@ def reference_pipeline(model_dir: Path, pooling: str, batch_size: int, max_lengt
 def run_predictor(model: Path, inp: Path, out: Path, batch_size: int, threads: int, extra: list[str],
                   ) -> tuple[float, float]:
     """Steady-state docs/s of `pipeline predict` (model load and agreement check excluded), and total seconds."""
-    from pipeline.cli import build_parser, predict_request
+    from pipeline.cli import build_parser
+    from pipeline.cli_predict import predict_request
     from pipeline.predict import predict
 
     agreement = [] if "auto" in extra else ["--min-agreement", "0"]  # auto keeps the default check (0.97)

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import LabelsConfig, read_yaml
+from pipeline.config import LabelsConfig
 from pipeline.errors import ConfigError, ModelError
+from pipeline.yamlio import read_yaml
 
 LABELS_FILE = "labels.json"
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, flatten, load_config, parse_override, to_yaml
+from pipeline.config import ConfigError, flatten, load_config, to_yaml
+from pipeline.yamlio import parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
