@@ -26,6 +26,7 @@ from pipeline.files import sha256
 from pipeline.labels import LabelMap
 from pipeline.metrics import classification_metrics, plot_confusion, report_text
 from pipeline.redact import public_dump
+from pipeline.uncertainty import bootstrap_intervals
 
 CONFIG_FILE = "pipeline.yaml"
 CARD_FILE = "README.md"
@@ -91,7 +92,8 @@ def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metr
                       data_sha256=splits_sha256(cfg), run_id=run_id)
     (out / CARD_FILE).write_text(model_card(facts), encoding="utf-8")
     weights = out / WEIGHTS[kind]
-    _write_json(out / INFO_FILE, {"kind": kind, "weights": weights.name, "weights_sha256": sha256(weights)})
+    _write_json(out / INFO_FILE, {"kind": kind, "weights": weights.name, "weights_sha256": sha256(weights),
+                                  "data_sha256": splits_sha256(cfg)})
 
 
 def save_baseline(pipe: Any, out: Path) -> None:
@@ -168,7 +170,8 @@ def write_evaluation(out: Path, rows: list[dict[str, Any]], y: np.ndarray, probs
     out.mkdir(parents=True, exist_ok=True)
     names = list(labels.ids)
     metrics = classification_metrics(y, probs, names)
-    if metrics_file:
+    if metrics_file:  # an evaluation of its own (a training run's test metrics carry theirs already)
+        metrics["intervals"] = bootstrap_intervals(y, probs.argmax(axis=1), names)
         _write_json(out / METRICS_FILE, metrics)
     (out / REPORT_TXT).write_text(report_text(y, probs, names), encoding="utf-8")
     plot_confusion(metrics["confusion_matrix"], names, out / CONFUSION_PNG, title)

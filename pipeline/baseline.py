@@ -13,14 +13,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from pipeline.artifacts import BASELINE_FILE, Scorer, load_baseline, model_dir, run_name, save_baseline
+from pipeline.artifacts import BASELINE_FILE, Scorer, load_baseline, model_dir, read_info, run_name, save_baseline
 from pipeline.config import BaselineConfig, Config
-from pipeline.data import SPLITS, load_split
+from pipeline.data import SPLITS, load_split, splits_sha256
 from pipeline.jobs import exclusive
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
 from pipeline.runs import RunResult, finish_run
 from pipeline.tracking import Tracker, run_tags
+from pipeline.uncertainty import paired_test
 
 KIND = "baseline"
 
@@ -110,3 +111,15 @@ class BaselineScorer(Scorer):
             return np.zeros((0, len(self.labels))), np.zeros(0, dtype=int)
         probs = softmax(full_logits(self.pipe, texts, len(self.labels)), self.temperature)
         return probs, np.asarray([len(t.split()) for t in texts])
+
+
+def against_baseline(cfg: Config, rows: list[dict[str, Any]], probs: np.ndarray) -> dict[str, Any] | None:
+    """A model's test predictions against this config's baseline on the same articles (paired bootstrap, McNemar);
+    None when no baseline was trained on the same prepared splits (compared by their sha256)."""
+    directory = model_dir(cfg, KIND)
+    if not (directory / "model_info.json").is_file() or read_info(directory).get("data_sha256") != splits_sha256(cfg):
+        return None
+    scorer = BaselineScorer(directory)
+    base = scorer.score([r["text"] for r in rows])[0]  # prepared rows are normalised already
+    paired = paired_test(scorer.labels.encode(rows), probs.argmax(axis=1), base.argmax(axis=1), len(scorer.labels))
+    return {"baseline": directory.name, **paired}

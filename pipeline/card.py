@@ -153,15 +153,29 @@ def _results(f: CardFacts) -> list[str]:
     test, val = f.metrics.get("test") or {}, f.metrics.get("validation") or {}
     if "macro_f1" not in test:
         return ["## Test results", "", "No test metrics were recorded.", ""]
+    ci = test.get("intervals") or {}
     lines = ["## Test results", "", f"On the test split ({test.get('n', '?')} articles; validation macro-F1 "
-             f"{val.get('macro_f1', float('nan')):.3f}):", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {name} | {test[key]:.3f} |" for key, name in (
+             f"{val.get('macro_f1', float('nan')):.3f}; in brackets the 95% bootstrap interval):", "",
+             "| metric | value |", "|---|---:|"]
+    lines += [f"| {name} | {test[key]:.3f}{_ci(ci.get(key))} |" for key, name in (
         ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("weighted_f1", "weighted-F1"),
         ("ece", "ECE (calibrated)"), ("ece_uncalibrated", "ECE (uncalibrated)")) if key in test]
     lines += ["", "| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| `{lb}` | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+    lines += [f"| `{lb}` | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f}"
+              f"{_ci(ci.get('per_class_f1', {}).get(lb))} | {c['support']} |"
               for lb, c in test.get("per_class", {}).items()]
+    paired = test.get("vs_baseline")
+    if paired:
+        lines += ["", f"Against the TF-IDF baseline `{paired['baseline']}` on the same test articles: macro-F1 "
+                  f"{paired['macro_f1_diff']:+.3f}{_ci(paired.get('macro_f1_diff_interval'))}, paired bootstrap "
+                  f"p = {paired.get('p_bootstrap', float('nan')):.3f}; {paired['only_a_right']} articles only this "
+                  f"model got right, {paired['only_b_right']} only the baseline (McNemar p = "
+                  f"{paired['p_mcnemar']:.3f})."]
     return [*lines, ""]
+
+
+def _ci(bounds: list[float] | None) -> str:
+    return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""
 
 
 def _usage(f: CardFacts) -> list[str]:

@@ -87,9 +87,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a saved model on a labelled file."""
     from pipeline.evaluate import evaluate
 
-    out, m = evaluate(args.model, args.data, args.output, batch_size=args.batch_size)
-    print(f"{m['n']} rows: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
+    out, m = evaluate(args.model, args.data, args.output, batch_size=args.batch_size, against=args.against)
+    ci = m.get("intervals", {}).get("macro_f1")
+    interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    print(f"{m['n']} rows: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}{interval}, "
           f"weighted-F1 {m['weighted_f1']:.3f}, ECE {m['ece']:.3f}")
+    if "vs" in m:
+        v = m["vs"]
+        print(f"against {v['model']}: macro-F1 {v['macro_f1_diff']:+.3f} (95% CI {v['macro_f1_diff_interval'][0]:+.3f}"
+              f" to {v['macro_f1_diff_interval'][1]:+.3f}, paired bootstrap p = {v['p_bootstrap']:.3f}); "
+              f"{v['only_a_right']} rows only this model got right, {v['only_b_right']} only the other "
+              f"(McNemar p = {v['p_mcnemar']:.3f})")
     print(f"wrote {out}/{{metrics.json,classification_report.txt,confusion_matrix.png,errors.csv}}")
     return 0
 
@@ -152,6 +160,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="labelled JSONL, CSV or Parquet file")
     p.add_argument("--output", help="output directory (default: MODEL/eval/<data name>)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--against", metavar="MODEL", help="a second model directory, compared on the same rows by a "
+                   "paired bootstrap of macro-F1 and an exact McNemar test")
 
 
 def _backbone_args(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, log_loss
 from sklearn.metrics import precision_recall_fscore_support as prfs
 
+from pipeline.uncertainty import bootstrap_intervals
+
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
     """ECE: mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
@@ -86,7 +88,8 @@ def calibrated_metrics(probs_at: dict[str, Callable[[float], np.ndarray]], y: di
     """Fit a temperature on validation (never on test), then score every split at it.
 
     `probs_at[split](T)` gives the split's document probabilities at temperature T. Returns the metrics per split
-    (with `ece_uncalibrated`, the ECE at T = 1), the temperature, and the calibrated probabilities.
+    (with `ece_uncalibrated`, the ECE at T = 1, and on test the bootstrap `intervals`), the temperature, and the
+    calibrated probabilities.
     """
     temp = fit_temperature(probs_at["validation"], y["validation"]) if calibrate else 1.0
     metrics, probs = {}, {}
@@ -94,6 +97,8 @@ def calibrated_metrics(probs_at: dict[str, Callable[[float], np.ndarray]], y: di
         probs[split] = probs_fn(temp)
         metrics[split] = classification_metrics(y[split], probs[split], labels)
         metrics[split]["ece_uncalibrated"] = expected_calibration_error(probs_fn(1.0), np.asarray(y[split]))
+    if "test" in probs:
+        metrics["test"]["intervals"] = bootstrap_intervals(y["test"], probs["test"].argmax(axis=1), labels)
     return metrics, temp, probs
 
 

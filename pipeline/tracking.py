@@ -130,6 +130,13 @@ class Tracker:
                     flat[f"{prefix}_{key}"] = m[key]
         for label in labels:
             flat[f"test_f1_{label}"] = metrics["test"]["per_class"][label]["f1"]
+        ci = metrics["test"].get("intervals", {}).get("macro_f1")
+        if ci:  # the 95% bootstrap interval, so runs are compared with their spread in the MLflow UI
+            flat["test_macro_f1_ci_low"], flat["test_macro_f1_ci_high"] = ci
+        paired = metrics["test"].get("vs_baseline")
+        if paired:
+            flat["test_macro_f1_vs_baseline"] = paired["macro_f1_diff"]
+            flat["test_vs_baseline_p"] = paired.get("p_bootstrap", paired["p_mcnemar"])
         flat["train_seconds"] = metrics.get("train_seconds", 0.0)
         self.log_metrics(flat)
 

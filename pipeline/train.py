@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
 
 from pipeline.artifacts import CHECKPOINTS, model_dir, run_name
+from pipeline.baseline import against_baseline
 from pipeline.config import Config
 from pipeline.data import SPLITS, load_split
 from pipeline.distributed import (
@@ -223,6 +224,9 @@ def _train(cfg: Config, tracker: Tracker, out: Path, callbacks: list[Any], resum
         metrics["train_seconds"] = round(time.time() - started, 1)
         metrics.update(effective_batch_size=batch["train.effective_batch_size"], world_size=world_size())
         metrics["history"] = [h for h in trainer.state.log_history if "eval_macro_f1" in h or "loss" in h]
+        paired = against_baseline(cfg, splits["test"]["rows"], probs["test"])
+        if paired:
+            metrics["test"]["vs_baseline"] = paired
         return finish_run(tracker, out, kind=KIND, cfg=cfg, labels=labels, metrics=metrics, temperature=temp,
                           save_weights=partial(save_model, model, tokenizer), test_rows=splits["test"]["rows"],
                           test_probs=probs["test"])

@@ -45,7 +45,9 @@ def test_every_model_directory_has_a_card_whose_metrics_are_its_own(cards, kind,
     assert {m["type"]: m["value"] for m in result["metrics"]} == {"accuracy": metrics["accuracy"],
                                                                   "f1": metrics["macro_f1"]}
     for label, scores in metrics["per_class"].items():
-        assert f"| `{label}` | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} |" in card
+        low, high = metrics["intervals"]["per_class_f1"][label]  # the 95% bootstrap interval beside each F1
+        assert (f"| `{label}` | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} "
+                f"[{low:.3f}, {high:.3f}] | {scores['support']} |") in card
     report = json.loads((out / "data_report.json").read_text())
     sizes = {s: sum(c.values()) for s, c in report["label_counts"].items()}
     assert f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}" in card
