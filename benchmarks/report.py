@@ -20,19 +20,55 @@ def accuracy_table(name: str, r: dict) -> str:
         rows.append((f"e5-small fine-tuned, CPU{note}", tuned))
     labels = list(rows[0][1]["per_class_f1"])
     head = "| model | accuracy | macro-F1 | weighted-F1 | ECE | " + " | ".join(labels) + " |"
-    lines = [f"**{name}** (test split of {sum(r['data_report']['label_counts']['test'].values())} articles)", "",
+    lines = [f"**{name}** (test split of {sum(r['data_report']['label_counts']['test'].values())} articles"
+             f"{'; 95% bootstrap intervals in brackets' if rows[0][1].get('intervals') else ''})", "",
              head, "|---" * (5 + len(labels)) + "|"]
     for label, m in rows:
-        cells = [f"{m[k]:.3f}" for k in ("accuracy", "macro_f1", "weighted_f1", "ece")]
-        cells += [f"{m['per_class_f1'][lb]:.2f}" for lb in labels]
+        ci = m.get("intervals") or {}
+        cells = [f"{m[k]:.3f}{interval(ci.get(k), 3)}" for k in ("accuracy", "macro_f1")]
+        cells += [f"{m[k]:.3f}" for k in ("weighted_f1", "ece")]
+        cells += [f"{m['per_class_f1'][lb]:.2f}{interval(ci.get('per_class_f1', {}).get(lb), 2)}" for lb in labels]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    paired = rows[-1][1].get("vs_baseline") if len(rows) > 1 else None
+    if paired:
+        lines.append(f"\nFine-tuned minus baseline on the same test articles: macro-F1 {paired['macro_f1_diff']:+.3f}"
+                     f"{interval(paired.get('macro_f1_diff_interval'), 3)}, paired bootstrap p = "
+                     f"{paired['p_bootstrap']:.3f}, McNemar p = {paired['p_mcnemar']:.3f}.")
     if "fine_tuned" in r and r["fine_tuned"].get("settings"):
         minutes = (r["fine_tuned"].get("train_seconds") or 0) / 60
         lines.append(f"\nFine-tuned: {r['fine_tuned']['settings']}; {minutes:.0f} min of training on 2 CPU cores.")
     cv = r.get("baseline_cv")
     if cv:
+        pooled = (f"; pooled over the out-of-fold predictions of all {cv['rows']} articles "
+                  f"{cv['pooled_macro_f1']:.3f}{interval(cv['pooled_intervals']['macro_f1'], 3)}"
+                  if "pooled_intervals" in cv else "")
         lines.append(f"\nBaseline {cv['folds']}-fold cross-validation macro-F1: {cv['macro_f1_mean']:.3f} "
-                     f"± {cv['macro_f1_std']:.3f}.")
+                     f"± {cv['macro_f1_std']:.3f} (mean ± sd over folds){pooled}.")
+    return "\n".join(lines)
+
+
+def interval(bounds: list[float] | None, digits: int) -> str:
+    """` [low, high]`, or nothing for results computed before intervals were reported."""
+    return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]" if bounds else ""
+
+
+def transfer_table(r: dict) -> str:
+    """Leave-source-out: trained without an outlet, tested on it."""
+    tuned = any("fine_tuned" in s for s in r["sources"])
+    head = "| left-out source | test articles | TF-IDF baseline macro-F1 |" + (
+        " e5-small fine-tuned macro-F1 | fine-tuned − baseline (paired p) |" if tuned else "")
+    lines = [f"**Transfer to an unseen outlet** (security corpus, {r['rows']} articles; each source left out of "
+             "training in turn; 95% bootstrap intervals in brackets; labels the left-out source lacks are not "
+             "averaged)", "", head, "|---|---:|---:|" + ("---:|---:|" if tuned else "")]
+    for s in r["sources"]:
+        b = s["baseline"]
+        cells = [s["source"], str(b["n"]), f"{b['macro_f1']:.3f}{interval(b['macro_f1_ci'], 3)}"]
+        if tuned:
+            t = s.get("fine_tuned")
+            vs = (t or {}).get("vs_baseline") or {}
+            cells += [f"{t['macro_f1']:.3f}{interval(t['macro_f1_ci'], 3)}" if t else "not run",
+                      f"{vs['macro_f1_diff']:+.3f} (p = {vs['p_bootstrap']:.3f})" if vs else ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -62,6 +98,9 @@ def render() -> str:
         path = RESULTS / f"{key}.json"
         if path.is_file():
             parts.append(accuracy_table(title, json.loads(path.read_text())))
+    path = RESULTS / "security-transfer.json"
+    if path.is_file():
+        parts.append(transfer_table(json.loads(path.read_text())))
     path = RESULTS / "sample_splits.json"
     if path.is_file():
         parts.append(splits_table(json.loads(path.read_text())))

@@ -38,17 +38,22 @@ REPORT_TXT = "classification_report.txt"
 CONFUSION_PNG = "confusion_matrix.png"
 ERRORS_CSV = "errors.csv"
 BASELINE_FILE = "baseline.json"  # the baseline's classifier and its C grid
+FIT_SPLITS = ("train", "validation")  # what a model learned from; models with equal hashes of these are comparable
 CHECKPOINTS = "checkpoints"  # the Trainer's output, kept only while a run can resume
-WEIGHTS = {"transformer": "model.safetensors", "baseline": "model.joblib"}
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble's combiner, members and validation scores
+MEMBERS_DIR = "members"  # an ensemble's member model directories (hard links where the disk allows)
+WEIGHTS = {"transformer": "model.safetensors", "baseline": "model.joblib", "ensemble": "stack.joblib"}
 # what a tracked run logs as artifacts (no weights, no checkpoints: the logged model carries those)
 RUN_ARTIFACTS = (CONFIG_FILE, CARD_FILE, "labels.json", REPORT_FILE, REPORT_TXT, CONFUSION_PNG, ERRORS_CSV,
-                 CALIBRATION_FILE, METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json")
+                 CALIBRATION_FILE, METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json", ENSEMBLE_FILE)
 
 
 def run_name(cfg: Config, kind: str) -> str:
     """The run's name, which is also its model directory's name under `output_dir`."""
     if kind == "baseline":
         return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
+    if kind == "ensemble":
+        return f"{cfg.tracking.run_name or cfg.data.name}-ensemble"
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
     backbone = Path(cfg.model.name_or_path.rstrip("/")).name
@@ -93,7 +98,7 @@ def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metr
     (out / CARD_FILE).write_text(model_card(facts), encoding="utf-8")
     weights = out / WEIGHTS[kind]
     _write_json(out / INFO_FILE, {"kind": kind, "weights": weights.name, "weights_sha256": sha256(weights),
-                                  "data_sha256": splits_sha256(cfg)})
+                                  "data_sha256": splits_sha256(cfg), "fit_sha256": splits_sha256(cfg, FIT_SPLITS)})
 
 
 def save_baseline(pipe: Any, out: Path) -> None:
@@ -111,6 +116,16 @@ def load_baseline(directory: str | Path) -> Any:
     if not path.is_file():
         raise ModelError(f"{directory}: incomplete model directory, missing {path.name}")
     return joblib.load(path)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a model directory; a one-line error when it is missing or broken."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path.parent}: incomplete model directory, missing {path.name}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: unreadable ({exc.msg})") from None
 
 
 def read_info(directory: str | Path) -> dict[str, Any]:
@@ -205,6 +220,11 @@ class Scorer:
         self.labels = LabelMap.load(directory)
         self.normalise = Normalizer(self.cfg.text, read_boilerplate(directory))
         self.temperature = read_temperature(directory)
+
+    @property
+    def transformer(self) -> Scorer | None:
+        """The transformer that runtime and long-text options apply to: this scorer, a member, or none."""
+        return self if self.kind == "transformer" else None
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities for normalised texts, and per text its length in model units (tokens)."""

@@ -15,7 +15,7 @@ from pipeline.config import Config
 from pipeline.labels import LabelMap
 from pipeline.redact import redact_text
 
-LIBRARY = {"transformer": "transformers", "baseline": "sklearn"}
+LIBRARY = {"transformer": "transformers", "baseline": "sklearn", "ensemble": "sklearn"}
 MEAN_POOLING_WARNING = ("plain `transformers.pipeline(\"text-classification\")` (or "
                         "`AutoModelForSequenceClassification` on its own) ignores the mean pooling and the Arabic "
                         "normaliser and gives wrong labels")
@@ -62,7 +62,8 @@ def public_path(path: str) -> str:
 def front_matter(f: CardFacts) -> dict[str, Any]:
     """Hugging Face model card metadata: language, library, task, tags, base model, test metrics."""
     tags = ["arabic", "news", "topic-classification", "arabic-news-pipeline"]
-    tags += [f"{f.cfg.model.pooling}-pooling"] if f.kind == "transformer" else ["tfidf", f.cfg.baseline.classifier]
+    tags += {"transformer": [f"{f.cfg.model.pooling}-pooling"], "baseline": ["tfidf", f.cfg.baseline.classifier]}.get(
+        f.kind, ["ensemble"])
     meta: dict[str, Any] = {"language": "ar", "library_name": LIBRARY[f.kind], "pipeline_tag": "text-classification",
                             "tags": tags}
     hub_id = base_model(f.cfg)[0] if f.kind == "transformer" else None
@@ -83,7 +84,10 @@ def front_matter(f: CardFacts) -> dict[str, Any]:
 def pipeline_needs(f: CardFacts) -> list[str]:
     """Why this directory must be loaded through this pipeline; empty when plain `transformers` gives the same."""
     cfg, needs = f.cfg, []
-    if f.kind == "baseline":
+    if f.kind == "ensemble":
+        needs.append("`stack.joblib` combines the calibrated probabilities of the member models in `members/`, "
+                     "each of which needs this pipeline too")
+    elif f.kind == "baseline":
         needs.append("`model.joblib` is a scikit-learn pipeline over normalised text with labels as class indices; "
                      "`joblib.load` alone gives uncalibrated scores on raw text")
     elif cfg.model.pooling == "mean":
@@ -138,7 +142,9 @@ def _data(f: CardFacts) -> list[str]:
 
 def _model(f: CardFacts) -> list[str]:
     cfg = f.cfg
-    if f.kind == "baseline":
+    if f.kind == "ensemble":
+        what = f"an ensemble of {len(f.metrics['ensemble']['members'])} models: {f.metrics['ensemble']['combiner']}"
+    elif f.kind == "baseline":
         chosen = f.metrics.get("baseline", {}).get("C", "?")
         what = (f"TF-IDF over character {tuple(cfg.baseline.char_ngrams)} and word {tuple(cfg.baseline.word_ngrams)}"
                 f" n-grams, {cfg.baseline.classifier} (C={chosen}, picked on validation macro-F1)")
@@ -217,7 +223,7 @@ def _use_and_limits(f: CardFacts) -> list[str]:
 def model_card(f: CardFacts) -> str:
     """The model card: YAML front matter, then the body in Markdown."""
     meta = yaml.safe_dump(front_matter(f), allow_unicode=True, sort_keys=False)
-    what = "fine-tuned transformer" if f.kind == "transformer" else "TF-IDF baseline"
+    what = {"transformer": "fine-tuned transformer", "baseline": "TF-IDF baseline", "ensemble": "ensemble"}[f.kind]
     run = f" in MLflow run `{f.run_id}`" if f.run_id else ""
     title = [f"# {f.name}", "", f"Arabic news topic classifier ({what}), written by `pipeline`{run}.", ""]
     body = title + _labels(f) + _data(f) + _model(f) + _results(f) + _usage(f) + _use_and_limits(f)

@@ -65,12 +65,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a transformer on the prepared splits; write models/<run_name>/."""
     from pipeline.train import train
 
-    result = train(_cfg(args))
+    cfg = _cfg(args)
+    result = train(cfg)
     if not result.metrics:  # a torchrun rank other than 0: rank 0 reports
         return 0
     print(_summary("fine-tuned", result.metrics))
     print(f"model directory: {result.model_dir}")
+    if cfg.train.ensemble_with_baseline:
+        from pipeline.artifacts import model_dir
+
+        _ensemble(cfg, [model_dir(cfg, "baseline"), result.model_dir])
     return 0
+
+
+def _ensemble(cfg: Config, members: list) -> None:
+    from pipeline.ensemble import fit_ensemble
+
+    result = fit_ensemble(cfg, members)
+    info = result.metrics["ensemble"]
+    print(info.get("note") or f"stacked: {info['combiner']} (validation macro-F1, cross-validated: "
+          f"{info['chosen_val_macro_f1']:.3f}; best member {info['best_member_val_macro_f1']:.3f})")
+    print(_summary("ensemble", result.metrics))
+    print(f"model directory: {result.model_dir}")
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    """Stack models trained on one config's splits; the combiner is fitted on validation, never on test."""
+    _ensemble(_cfg(args), args.members)
+    return 0
+
+
+def _ensemble_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--members", nargs="+", required=True, metavar="DIR",
+                   help="model directories trained on this config's prepared splits (two or more)")
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -176,6 +204,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]]
     "prepare": (cmd_prepare, _config_args),
     "baseline": (cmd_baseline, _config_args),
     "train": (cmd_train, _train_args),
+    "ensemble": (cmd_ensemble, _ensemble_args),
     "evaluate": (cmd_evaluate, _evaluate_args),
     "backbone": (cmd_backbone, _backbone_args),
     **PREDICT_COMMANDS,

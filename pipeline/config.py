@@ -112,6 +112,8 @@ class TrainConfig(_Section):
     calibrate: bool = True
     linear_probe: bool = False
     threads: int | None = None
+    ensemble_with_baseline: bool = Field(False, description="after `train`, stack the model with this config's "
+                                         "TF-IDF baseline (`pipeline ensemble`); train the baseline first")
     ddp_timeout: int = Field(1800, ge=1, description="seconds a torchrun rank waits for its peers before the job "
                              "fails (a dead peer then stops the run instead of hanging it)")
 

@@ -258,9 +258,9 @@ def processed_dir(cfg: Config) -> Path:
     return Path(cfg.data.processed_dir) / cfg.data.name
 
 
-def splits_sha256(cfg: Config) -> str:
+def splits_sha256(cfg: Config, splits: tuple[str, ...] = SPLITS) -> str:
     """sha256 over the prepared split files (train, validation, test); equal hashes: the runs saw the same data."""
-    paths = [processed_dir(cfg) / f"{s}.jsonl" for s in SPLITS]
+    paths = [processed_dir(cfg) / f"{s}.jsonl" for s in splits]
     return sha256(paths) if any(p.is_file() for p in paths) else ""
 
 

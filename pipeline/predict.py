@@ -90,8 +90,8 @@ def load(job: PredictJob, flags: dict[str, Any]) -> tuple[Scorer, str, PredictCo
     opts = with_flags(read_model_config(directory).predict, flags)
     autoruntime.refuse_emulated_bf16(opts)
     scorer = load_scorer(directory, device=opts.device, batch_size=opts.batch_size, threads=opts.threads)
-    if opts.long_text and scorer.kind == "transformer":
-        scorer.set_long_text(opts.long_text)
+    if opts.long_text and scorer.transformer is not None:
+        scorer.transformer.set_long_text(opts.long_text)
     return scorer, name, opts
 
 
@@ -110,13 +110,14 @@ def first_texts(predictor: Predictor, path: str, sample: int = 64) -> list[str] 
 
 def switch_runtime(predictor: Predictor, opts: PredictConfig, path: str, sample: int = 64) -> None:
     """`auto`: the fastest runtime that agrees with float here; explicit ones only once they agree with float."""
-    if opts.runtime == "auto" and predictor.scorer.kind != "transformer":
+    target = predictor.scorer.transformer or predictor.scorer  # an ensemble's runtime is its transformer member's
+    if opts.runtime == "auto" and target.kind != "transformer":
         return  # a TF-IDF model has one scorer: nothing to sample, torch never loaded
     texts = first_texts(predictor, path, sample)
     if opts.runtime == "auto":
-        predictor.name += autoruntime.choose(predictor.scorer, opts, texts)
+        predictor.name += autoruntime.choose(target, opts, texts)
     else:
-        predictor.name += autoruntime.check_explicit(predictor.scorer, opts, texts)
+        predictor.name += autoruntime.check_explicit(target, opts, texts)
 
 
 def windows(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
@@ -137,7 +138,7 @@ class Predictor:
         self.top_k = min(opts.top_k or len(self.labels), len(self.labels))
         self.max_chars = opts.max_chars
         self.min_arabic = opts.min_arabic_share
-        self.max_tokens = 4 * (cfg.model.max_length if scorer.kind == "transformer" else 10**9)
+        self.max_tokens = 4 * (scorer.transformer.cfg.model.max_length if scorer.transformer else 10**9)
 
     def _base(self, row: RawRow) -> dict[str, Any]:
         raw_id = row.data.get(self.id_field) if row.data else None

@@ -223,7 +223,7 @@ def _driver_check(job: SparkJob, flags: dict[str, Any]) -> tuple[str, str, Any, 
     local directory, its output name, the options and the flags for the workers.
     """
     scorer, name, opts = load(PredictJob(job.model, job.input, job.output), flags)
-    auto = opts.runtime == "auto" and scorer.kind == "transformer"  # a TF-IDF model has nothing to choose
+    auto = opts.runtime == "auto" and scorer.transformer is not None  # a TF-IDF model has nothing to choose
     if (opts.fast_runtime or auto) and "://" not in job.input:
         predictor = Predictor(scorer, name, opts)
         switch_runtime(predictor, opts, job.input)  # also exports ONNX once, before the workers look for it

@@ -45,7 +45,7 @@ def test_every_file_of_a_model_directory_is_written_here(tmp_path):
     assert json.loads((out / "token_audit.json").read_text()) == {"train": {"docs": 3}}
     info = json.loads((out / INFO_FILE).read_text())
     assert info == {"kind": "baseline", "weights": "model.joblib", "weights_sha256": sha256(out / "model.joblib"),
-                    "data_sha256": ""}  # nothing prepared: no splits to hash
+                    "data_sha256": "", "fit_sha256": ""}  # nothing prepared: no splits to hash
 
 
 def test_kind_is_a_lookup_and_names_carry_the_weights_hash(tmp_path):

@@ -1,0 +1,173 @@
+"""`pipeline ensemble`: stack trained models of one config's splits into a model that is never worse on validation.
+
+Every member was trained on the same prepared splits (checked by their sha256), so the members' validation
+probabilities are out-of-sample. The combiner is chosen and fitted on validation alone: each candidate (every
+member alone, a weighted mean of log-probabilities, a logistic regression on them) is scored by k-fold
+cross-validation inside the validation split, and the best one is refitted on the whole of it. Test is scored once,
+at the end. If no stack beats the best member, the ensemble says so and is that member alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import CHECKPOINTS, ENSEMBLE_FILE, FIT_SPLITS, MEMBERS_DIR, model_dir, read_info, run_name
+from pipeline.config import Config
+from pipeline.data import load_split, splits_sha256
+from pipeline.errors import ConfigError, ModelError
+from pipeline.jobs import exclusive
+from pipeline.labels import LabelMap, load_labels
+from pipeline.metrics import calibrated_metrics, softmax
+from pipeline.runs import RunResult, finish_run
+from pipeline.scoring import load_scorer
+from pipeline.stack import Combiner, features, save_combiner
+from pipeline.tracking import Tracker, run_tags
+from pipeline.uncertainty import macro_f1
+
+KIND = "ensemble"
+FOLDS = 5
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+SKIP = {CHECKPOINTS, "eval", "runtime"}  # what a bundled member leaves behind
+
+
+def check_members(cfg: Config, members: list[Path]) -> None:
+    """Members exist, are two or more, share the label set and were trained on this config's prepared splits."""
+    if len(members) < 2:
+        raise ConfigError("an ensemble needs at least two --members")
+    labels, digest = load_labels(cfg.labels), splits_sha256(cfg, FIT_SPLITS)
+    for member in members:
+        info = read_info(member)  # a one-line error when it is not a model directory
+        if info["kind"] == KIND:
+            raise ModelError(f"{member}: an ensemble cannot be a member of another")
+        if LabelMap.load(member).ids != labels.ids:
+            raise ModelError(f"{member}: its labels differ from the config's ({', '.join(labels.ids)})")
+        if info.get("fit_sha256") != digest:
+            raise ModelError(f"{member}: trained on other splits than {cfg.data.name}'s (train and validation "
+                             "sha256 differ); its "
+                             "validation probabilities would not be out-of-sample, so it cannot be stacked here")
+
+
+def weight_grid(n_members: int) -> list[list[float]]:
+    """Mixtures on a 0.1 grid of the simplex, every member weighted (a member alone is a candidate of its own)."""
+    steps = np.round(np.arange(0.1, 1.0, 0.1), 2)
+    return [list(map(float, w)) for w in itertools.product(steps, repeat=n_members) if abs(sum(w) - 1) < 1e-6]
+
+
+def _fit(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarray, seed: int) -> Combiner:
+    """`weights`: the mixture of the grid with the best macro-F1 on these rows; `logreg`: a regression at C."""
+    if kind == "weights":
+        n_labels = probs[0].shape[1]
+        scored = [(float(macro_f1(y, Combiner("weights", weights=w).logits(probs).argmax(axis=1), n_labels)), -i, w)
+                  for i, w in enumerate(weight_grid(len(probs)))]
+        return Combiner("weights", weights=max(scored)[2])
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=param, max_iter=2000, random_state=seed).fit(features(probs), y)
+    return Combiner("logreg", model=model)
+
+
+def _cross_validated(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarray, seed: int) -> np.ndarray:
+    """Out-of-fold logits of one candidate on validation: fitted (weights chosen) on k-1 folds, applied to the kth."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = min(FOLDS, int(np.bincount(y).min()) if len(y) else 2)
+    if folds < 2:
+        raise ModelError("the validation split has a label with one article; a stack cannot be cross-validated")
+    out = np.zeros((len(y), probs[0].shape[1]))
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(probs[0], y):
+        out[te] = _fit(kind, param, [p[tr] for p in probs], y[tr], seed).logits([p[te] for p in probs])
+    return out
+
+
+def choose(probs: list[np.ndarray], y: np.ndarray, n_labels: int, seed: int) -> tuple[Combiner, np.ndarray, dict]:
+    """The combiner with the best cross-validated validation macro-F1, its out-of-fold logits, and the scores.
+
+    A member alone is a candidate too (it needs no fitting); on a tie the simpler combiner wins.
+    """
+    scores: list[dict[str, Any]] = []
+    best: tuple[float, Combiner | None, np.ndarray | None, tuple[str, Any]] = (-1.0, None, None, ("", None))
+    for i, p in enumerate(probs):
+        f1 = float(macro_f1(y, p.argmax(axis=1), n_labels))
+        scores.append({"combiner": f"member {i}", "val_macro_f1": round(f1, 4)})
+        if f1 > best[0]:
+            best = (f1, Combiner("member", member=i), np.log(np.clip(p, 1e-9, 1)), ("member", i))
+    best_member = best[0]
+    for kind, param in [("weights", None), *(("logreg", c) for c in C_GRID)]:
+        logits = _cross_validated(kind, param, probs, y, seed)
+        f1 = float(macro_f1(y, logits.argmax(axis=1), n_labels))
+        scores.append({"combiner": f"{kind} {param}", "val_macro_f1": round(f1, 4)})
+        if f1 > best[0] + 1e-9:
+            best = (f1, None, logits, (kind, param))
+    combiner = best[1] or _fit(*best[3], probs, y, seed)
+    return combiner, best[2], {"best_member_val_macro_f1": round(best_member, 4),
+                               "chosen_val_macro_f1": round(best[0], 4), "candidates": scores}
+
+
+def bundle(members: list[Path], out: Path) -> list[dict[str, Any]]:
+    """Hard-link (else copy) each member into OUT/members/, without checkpoints or evaluations."""
+    target = out / MEMBERS_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    described = []
+    for i, member in enumerate(members):
+        name = f"{i}-{member.resolve().name}"
+
+        def link(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(member, target / name, copy_function=link, ignore=lambda _d, names: SKIP & set(names))
+        info = read_info(member)
+        described.append({"dir": name, "source": str(member), "kind": info["kind"],
+                          "weights_sha256": info["weights_sha256"]})
+    return described
+
+
+def fit_ensemble(cfg: Config, members: list[str | Path]) -> RunResult:
+    """Score the members on validation and test, choose and fit the combiner on validation, calibrate, evaluate
+    on test, and write a self-contained ensemble directory logged like any run."""
+    paths = [Path(m) for m in members]
+    check_members(cfg, paths)
+    tracker = Tracker(cfg)
+    out = model_dir(cfg, KIND)
+    with exclusive(out, "model directory"):
+        return _fit_ensemble(cfg, tracker, out, paths)
+
+
+def _fit_ensemble(cfg: Config, tracker: Tracker, out: Path, paths: list[Path]) -> RunResult:
+    labels = load_labels(cfg.labels)
+    rows = {s: load_split(cfg, s) for s in ("validation", "test")}
+    y = {s: labels.encode(r) for s, r in rows.items()}
+    with tracker.run(run_name(cfg, KIND), KIND, run_tags(cfg, list(labels.ids), KIND)):
+        started = time.time()
+        scorers = [load_scorer(p) for p in paths]
+        texts = {s: [r["text"] for r in rs] for s, rs in rows.items()}  # prepared rows are normalised already
+        probs = {s: [m.score(texts[s])[0] for m in scorers] for s in rows}
+        combiner, val_logits, chosen = choose(probs["validation"], y["validation"], len(labels), cfg.train.seed)
+        names = [p.resolve().name for p in paths]
+        logits = {"validation": val_logits, "test": combiner.logits(probs["test"])}
+        metrics, temp, calibrated = calibrated_metrics({s: partial(softmax, lg) for s, lg in logits.items()}, y,
+                                                       list(labels.ids), calibrate=cfg.train.calibrate)
+        described = bundle(paths, out)
+        metrics["ensemble"] = {"combiner": combiner.describe(names), "members": described, **chosen,
+                               "member_test_macro_f1": {n: round(float(macro_f1(y["test"], p.argmax(axis=1),
+                                                                                len(labels))), 4)
+                                                        for n, p in zip(names, probs["test"], strict=True)}}
+        metrics["train_seconds"] = round(time.time() - started, 1)
+        if combiner.method == "member":
+            metrics["ensemble"]["note"] = (
+                f"the stack did not beat its best member on validation (cross-validated macro-F1 "
+                f"{max(c['val_macro_f1'] for c in chosen['candidates'][len(paths):]):.3f} vs "
+                f"{chosen['best_member_val_macro_f1']:.3f}): keeping {names[combiner.member]} alone")
+        return finish_run(tracker, out, kind=KIND, cfg=cfg, labels=labels, metrics=metrics, temperature=temp,
+                          save_weights=partial(save_combiner, combiner), test_rows=rows["test"],
+                          test_probs=calibrated["test"], extra={ENSEMBLE_FILE: metrics["ensemble"]})

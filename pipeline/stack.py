@@ -1,0 +1,102 @@
+"""An ensemble's combiner and its scorer: members' calibrated probabilities in, one calibrated distribution out.
+
+The combiner is one of: `member` (one member alone: the stack did not beat it on validation), `weights` (a
+weighted mean of the members' log-probabilities) or `logreg` (a multinomial logistic regression on them). It is
+fitted on validation by `pipeline.ensemble`, never on test; this module only applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import ENSEMBLE_FILE, MEMBERS_DIR, WEIGHTS, Scorer, read_json
+from pipeline.errors import ModelError
+from pipeline.metrics import softmax
+
+
+def features(member_probs: list[np.ndarray]) -> np.ndarray:
+    """The stack's input: every member's log-probabilities side by side."""
+    return np.concatenate([np.log(np.clip(p, 1e-9, 1.0)) for p in member_probs], axis=1)
+
+
+@dataclass
+class Combiner:
+    """How member probabilities become the ensemble's logits."""
+
+    method: str  # member | weights | logreg
+    member: int = 0
+    weights: list[float] = field(default_factory=list)
+    model: Any = None  # the fitted scikit-learn LogisticRegression of `logreg`
+
+    def logits(self, member_probs: list[np.ndarray]) -> np.ndarray:
+        """Logits over the label set (the ensemble's temperature is applied by the caller)."""
+        if self.method == "member":
+            return np.log(np.clip(member_probs[self.member], 1e-9, 1.0))
+        if self.method == "weights":
+            return sum(w * np.log(np.clip(p, 1e-9, 1.0)) for w, p in zip(self.weights, member_probs, strict=True))
+        n_labels = member_probs[0].shape[1]
+        out = np.full((len(member_probs[0]), n_labels), -30.0)
+        out[:, self.model.classes_] = self.model.predict_log_proba(features(member_probs))
+        return out
+
+    def describe(self, names: list[str]) -> str:
+        """One line for the log and the card."""
+        if self.method == "member":
+            return f"member {names[self.member]} alone"
+        if self.method == "weights":
+            return "weighted log-probabilities: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, self.weights,
+                                                                                            strict=True))
+        return f"logistic regression on the members' log-probabilities (C={self.model.C:g})"
+
+
+def save_combiner(combiner: Combiner, out: Path) -> None:
+    """The combiner as the ensemble's weights file."""
+    import joblib
+
+    joblib.dump(combiner, out / WEIGHTS["ensemble"])
+
+
+def member_dirs(directory: str | Path) -> list[Path]:
+    """The member model directories bundled inside an ensemble directory, in stack order."""
+    directory = Path(directory)
+    spec = read_json(directory / ENSEMBLE_FILE)
+    dirs = [directory / MEMBERS_DIR / m["dir"] for m in spec["members"]]
+    missing = [d for d in dirs if not d.is_dir()]
+    if missing:
+        raise ModelError(f"{directory}: member {missing[0].name} is missing from {MEMBERS_DIR}/; copy the ensemble "
+                         "directory whole")
+    return dirs
+
+
+class EnsembleScorer(Scorer):
+    """An ensemble directory ready for inference: its members score, the combiner and temperature combine."""
+
+    kind = "ensemble"
+
+    def __init__(self, directory: str | Path, members: list[Scorer]) -> None:
+        import joblib
+
+        super().__init__(directory)
+        self.members = members
+        self.combiner: Combiner = joblib.load(Path(directory) / WEIGHTS["ensemble"])
+        for member in members:
+            if member.labels.ids != self.labels.ids:
+                raise ModelError(f"{member.directory}: its labels differ from the ensemble's")
+
+    @property
+    def transformer(self) -> Scorer | None:
+        """The transformer member, to which runtime and long-text options apply."""
+        return next((m for m in self.members if m.kind == "transformer"), None)
+
+    def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities for normalised texts; lengths in the transformer member's tokens if any."""
+        scored = [m.score(texts) for m in self.members]
+        lengths = next((s[1] for m, s in zip(self.members, scored, strict=True) if m.kind == "transformer"),
+                       scored[0][1])
+        if not texts:
+            return np.zeros((0, len(self.labels))), np.zeros(0, dtype=int)
+        return softmax(self.combiner.logits([s[0] for s in scored]), self.temperature), lengths

@@ -1,0 +1,126 @@
+import json
+
+import numpy as np
+import pytest
+from helpers import make_corpus, write_jsonl
+
+from pipeline.baseline import train_baseline
+from pipeline.cli import main
+from pipeline.data import load_split, processed_dir
+from pipeline.ensemble import choose, fit_ensemble
+from pipeline.errors import ConfigError, ModelError
+from pipeline.readers import read_jsonl
+from pipeline.scoring import load_scorer
+
+
+@pytest.fixture
+def two_baselines(cfg_tiny):
+    """A logistic regression and a linear SVM on one prepared corpus: two members, no torch."""
+    cfg = cfg_tiny.prepared("data.split.validation=0.3", "train.calibrate=true")
+    svc = cfg.model_copy(update={"baseline": cfg.baseline.model_copy(update={"classifier": "linear_svc"})})
+    return cfg, [train_baseline(cfg).model_dir, train_baseline(svc).model_dir]
+
+
+def test_the_combiner_never_loses_to_its_best_member_on_validation():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+
+    def member(right: float) -> np.ndarray:
+        noisy = np.where(rng.random(len(y)) < right, y, rng.integers(0, 3, len(y)))
+        return np.eye(3)[noisy] * 0.8 + 0.2 / 3
+
+    strong, useless = member(0.9), np.full((len(y), 3), 1 / 3)
+    combiner, logits, scores = choose([useless, strong], y, 3, seed=0)
+    assert scores["chosen_val_macro_f1"] >= scores["best_member_val_macro_f1"]
+    assert combiner.method == "member" and combiner.member == 1  # nothing to add to the strong one: kept alone
+    assert (logits.argmax(axis=1) == strong.argmax(axis=1)).all()
+
+
+def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
+    cfg, members = two_baselines
+    first = fit_ensemble(cfg, members)
+    combiner = json.loads((first.model_dir / "ensemble.json").read_text())
+    test_file = processed_dir(cfg) / "test.jsonl"
+    rows = read_jsonl(test_file)
+    shuffled = np.random.default_rng(1).permutation([r["label"] for r in rows])  # plant a leak: garbage test labels
+    write_jsonl(test_file, [{**r, "label": str(lb)} for r, lb in zip(rows, shuffled, strict=True)])
+    second = fit_ensemble(cfg, members)
+    again = json.loads((second.model_dir / "ensemble.json").read_text())
+    assert again["combiner"] == combiner["combiner"] and again["candidates"] == combiner["candidates"]
+    assert second.metrics["validation"] == first.metrics["validation"]
+    assert second.metrics["test"]["macro_f1"] < first.metrics["test"]["macro_f1"]  # test was read, for scoring only
+
+
+def test_an_ensemble_is_a_model_like_any_other(two_baselines, tmp_path, capsys):
+    cfg, members = two_baselines
+    assert main(["ensemble", *_args(cfg), "--members", *map(str, members)]) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble: test accuracy" in printed and ("stacked:" in printed or "did not beat" in printed)
+    out = next(p for p in (tmp_path / "models").iterdir() if p.name.endswith("-ensemble"))
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["kind"] == "ensemble" and (out / "stack.joblib").is_file() and (out / "README.md").is_file()
+    spec = json.loads((out / "ensemble.json").read_text())
+    assert [m["weights_sha256"] for m in spec["members"]] == [
+        json.loads((m / "model_info.json").read_text())["weights_sha256"] for m in members]
+    assert all(m["val_macro_f1"] <= spec["chosen_val_macro_f1"] for m in spec["candidates"][:2])
+    # self-contained: the members are inside, so the directory moves whole
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    scorer = load_scorer(moved)
+    test = load_split(cfg, "test")
+    probs = scorer.predict_proba([r["text"] for r in test])
+    assert probs.shape == (len(test), 7) and np.allclose(probs.sum(axis=1), 1)
+    metrics = json.loads((moved / "metrics.json").read_text())["test"]
+    assert np.mean(probs.argmax(1) == scorer.labels.encode(test)) == pytest.approx(metrics["accuracy"])
+    # predict, and resume a cut output to the same rows
+    src = write_jsonl(tmp_path / "dump.jsonl", [{"id": f"d{i}", "title": r["title"], "text": r["text"]}
+                                                for i, r in enumerate(make_corpus(per_label=4, seed=9))])
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    assert main(["predict", "--model", str(moved), "--input", str(src), "--output", str(full), "--quiet"]) == 0
+    lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
+    cut.write_text("".join(lines[:11]) + lines[11][:20], encoding="utf-8")
+    assert main(["predict", "--model", str(moved), "--input", str(src), "--output", str(cut), "--quiet",
+                 "--resume"]) == 0
+    assert [json.loads(line)["label"] for line in cut.read_text().splitlines()] == [
+        json.loads(line)["label"] for line in lines]
+    assert main(["evaluate", "--model", str(moved), "--data", str(processed_dir(cfg) / "test.jsonl"),
+                 "--output", str(tmp_path / "ev"), "--against", str(members[0])]) == 0
+
+
+def test_bad_members_are_one_line_errors(two_baselines, cfg_tiny, tmp_path, capsys):
+    cfg, members = two_baselines
+    with pytest.raises(ConfigError, match="at least two"):
+        fit_ensemble(cfg, members[:1])
+    other = cfg_tiny("data.split.seed=7", f"data.processed_dir={tmp_path / 'other'}")
+    from pipeline.data import prepare
+
+    prepare(other)
+    with pytest.raises(ModelError, match="trained on other splits"):
+        fit_ensemble(other, members)
+    assert main(["ensemble", *_args(cfg), "--members", str(members[0]), str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope: model directory not found" in err
+
+
+def test_a_fine_tune_and_its_baseline_stack_and_predict_with_a_faster_runtime(trained, tmp_path, capsys):
+    cfg, result = trained
+    base = train_baseline(cfg).model_dir
+    ens = fit_ensemble(cfg, [base, result.model_dir])
+    scorer = load_scorer(ens.model_dir)
+    assert scorer.transformer is not None and scorer.transformer.kind == "transformer"
+    src = processed_dir(cfg) / "test.jsonl"
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", str(ens.model_dir), "--input", str(src), "--output", str(out), "--quiet",
+                 "--runtime", "torch", "--quantize", "int8", "--min-agreement", "0"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(read_jsonl(src)) and all(r["label"] for r in rows)
+    assert rows[0]["model"].endswith("+int8")
+
+
+def _args(cfg) -> list[str]:
+    from pipeline.config import to_yaml
+
+    path = cfg.output_dir + "/../cfg.yaml"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(to_yaml(cfg))
+    return ["-c", path]
