@@ -53,7 +53,7 @@ def run_name(cfg: Config, kind: str) -> str:
     if kind == "baseline":
         return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
     if kind == "ensemble":
-        return f"{cfg.tracking.run_name or cfg.data.name}-ensemble"
+        return f"{cfg.data.name}-ensemble"
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
     backbone = Path(cfg.model.name_or_path.rstrip("/")).name

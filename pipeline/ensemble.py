@@ -49,6 +49,9 @@ def check_members(cfg: Config, members: list[Path]) -> None:
             raise ModelError(f"{member}: an ensemble cannot be a member of another")
         if LabelMap.load(member).ids != labels.ids:
             raise ModelError(f"{member}: its labels differ from the config's ({', '.join(labels.ids)})")
+        if "fit_sha256" not in info:
+            raise ModelError(f"{member}: written before model directories recorded their splits' sha256; train it "
+                             "again to stack it")
         if info.get("fit_sha256") != digest:
             raise ModelError(f"{member}: trained on other splits than {cfg.data.name}'s (train and validation "
                              "sha256 differ); its "
