@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import make_corpus, write_jsonl
+from helpers import Tiny, make_corpus, write_jsonl
 
 from pipeline.baseline import train_baseline
 from pipeline.cli import main
@@ -13,10 +13,11 @@ from pipeline.readers import read_jsonl
 from pipeline.scoring import load_scorer
 
 
-@pytest.fixture
-def two_baselines(cfg_tiny):
+@pytest.fixture(scope="module")
+def two_baselines(tmp_path_factory, corpus, tiny_bert):
     """A logistic regression and a linear SVM on one prepared corpus: two members, no torch."""
-    cfg = cfg_tiny.prepared("data.split.validation=0.3", "train.calibrate=true")
+    root = tmp_path_factory.mktemp("ensemble")
+    cfg = Tiny(root, write_jsonl(root / "c.jsonl", corpus), tiny_bert).prepared("data.split.validation=0.3")
     svc = cfg.model_copy(update={"baseline": cfg.baseline.model_copy(update={"classifier": "linear_svc"})})
     return cfg, [train_baseline(cfg).model_dir, train_baseline(svc).model_dir]
 
@@ -44,7 +45,10 @@ def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
     rows = read_jsonl(test_file)
     shuffled = np.random.default_rng(1).permutation([r["label"] for r in rows])  # plant a leak: garbage test labels
     write_jsonl(test_file, [{**r, "label": str(lb)} for r, lb in zip(rows, shuffled, strict=True)])
-    second = fit_ensemble(cfg, members)
+    try:
+        second = fit_ensemble(cfg, members)
+    finally:
+        write_jsonl(test_file, rows)
     again = json.loads((second.model_dir / "ensemble.json").read_text())
     assert again["combiner"] == combiner["combiner"] and again["candidates"] == combiner["candidates"]
     assert second.metrics["validation"] == first.metrics["validation"]
@@ -53,10 +57,10 @@ def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
 
 def test_an_ensemble_is_a_model_like_any_other(two_baselines, tmp_path, capsys):
     cfg, members = two_baselines
-    assert main(["ensemble", *_args(cfg), "--members", *map(str, members)]) == 0
+    assert main(["ensemble", *_args(cfg, tmp_path), "--members", *map(str, members)]) == 0
     printed = capsys.readouterr().out
     assert "ensemble: test accuracy" in printed and ("stacked:" in printed or "did not beat" in printed)
-    out = next(p for p in (tmp_path / "models").iterdir() if p.name.endswith("-ensemble"))
+    out = tmp_path / "models" / "fixture-ensemble"
     info = json.loads((out / "model_info.json").read_text())
     assert info["kind"] == "ensemble" and (out / "stack.joblib").is_file() and (out / "README.md").is_file()
     spec = json.loads((out / "ensemble.json").read_text())
@@ -91,13 +95,13 @@ def test_bad_members_are_one_line_errors(two_baselines, cfg_tiny, tmp_path, caps
     cfg, members = two_baselines
     with pytest.raises(ConfigError, match="at least two"):
         fit_ensemble(cfg, members[:1])
-    other = cfg_tiny("data.split.seed=7", f"data.processed_dir={tmp_path / 'other'}")
+    other = cfg_tiny("data.split.seed=7", "data.split.validation=0.3")
     from pipeline.data import prepare
 
     prepare(other)
     with pytest.raises(ModelError, match="trained on other splits"):
         fit_ensemble(other, members)
-    assert main(["ensemble", *_args(cfg), "--members", str(members[0]), str(tmp_path / "nope")]) == 2
+    assert main(["ensemble", *_args(cfg, tmp_path), "--members", str(members[0]), str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope: model directory not found" in err
 
@@ -117,10 +121,10 @@ def test_a_fine_tune_and_its_baseline_stack_and_predict_with_a_faster_runtime(tr
     assert rows[0]["model"].endswith("+int8")
 
 
-def _args(cfg) -> list[str]:
+def _args(cfg, tmp_path) -> list[str]:
+    """The config on the command line, its outputs under this test's tmp_path."""
     from pipeline.config import to_yaml
 
-    path = cfg.output_dir + "/../cfg.yaml"
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(to_yaml(cfg))
-    return ["-c", path]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(to_yaml(cfg), encoding="utf-8")
+    return ["-c", str(path), f"output_dir={tmp_path / 'models'}"]
