@@ -89,6 +89,23 @@ def _ensemble(cfg: Config, members: list) -> None:
     print(f"model directory: {result.model_dir}")
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Masked-LM pretraining of the backbone on unlabelled news; the output is a backbone directory."""
+    from pipeline.pretrain import pretrain
+
+    r = pretrain(_cfg(args), args.input, args.output)
+    print(f"{r['articles']} articles, {r['steps']} steps: held-out masked-LM perplexity {r['perplexity_before']} -> "
+          f"{r['perplexity_after']}")
+    print(f"backbone directory: {args.output} (use it with model.name_or_path={args.output})")
+    return 0
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="unlabelled JSONL/CSV/Parquet/folders")
+    p.add_argument("--output", required=True, help="the backbone directory to write")
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Stack models trained on one config's splits; the combiner is fitted on validation, never on test."""
     _ensemble(_cfg(args), args.members)
@@ -205,6 +222,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]]
     "baseline": (cmd_baseline, _config_args),
     "train": (cmd_train, _train_args),
     "ensemble": (cmd_ensemble, _ensemble_args),
+    "pretrain": (cmd_pretrain, _pretrain_args),
     "evaluate": (cmd_evaluate, _evaluate_args),
     "backbone": (cmd_backbone, _backbone_args),
     **PREDICT_COMMANDS,

@@ -128,6 +128,17 @@ class BaselineConfig(_Section):
     class_weight: Literal["balanced", "none"] = "balanced"
 
 
+class PretrainConfig(_Section):
+    """`pipeline pretrain`: masked-LM training of the backbone on unlabelled news before fine-tuning."""
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    max_docs: int | None = Field(None, ge=1, description="read at most this many articles")
+
+
 class TrackingConfig(_Section):
     enabled: bool = True
     uri: str | None = None
@@ -191,6 +202,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     baseline: BaselineConfig = BaselineConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     predict: PredictConfig = PredictConfig()
 

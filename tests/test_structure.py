@@ -12,7 +12,7 @@ from helpers import ROOT, write_jsonl
 # A module imports only from modules before it (lazy imports inside functions count too).
 LAYERS = ["errors", "files", "jobs", "distributed", "yamlio", "config", "redact", "text", "labels", "readers",
           "sinks", "data", "uncertainty", "metrics", "card", "artifacts", "model", "runtime", "autoruntime",
-          "backbone", "tracking", "runs", "baseline", "finetune", "train", "stack", "scoring", "evaluate",
+          "backbone", "tracking", "runs", "baseline", "finetune", "train", "pretrain", "stack", "scoring", "evaluate",
           "pyfunc_model", "predict", "ensemble", "spark", "cli_predict", "cli_loop", "cli"]
 PACKAGE = ROOT / "pipeline"
 

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+from helpers import make_corpus, write_jsonl
+from safetensors.torch import load_file
+
+from pipeline.cli import main
+from pipeline.data import processed_dir
+from pipeline.errors import DataError
+from pipeline.pretrain import pretrain, unlabelled_texts
+from pipeline.readers import read_jsonl
+
+
+def test_pretrain_writes_a_backbone_that_fine_tunes_and_never_reads_held_out_articles(cfg_tiny, tiny_bert,
+                                                                                     tmp_path, capsys):
+    cfg = cfg_tiny.prepared("pretrain.max_steps=6", "pretrain.batch_size=8")
+    held_out = [r["text"] for s in ("validation", "test") for r in read_jsonl(processed_dir(cfg) / f"{s}.jsonl")]
+    unlabelled = [{"title": r["title"], "text": r["text"]} for r in make_corpus(per_label=6, seed=5)]
+    dump = write_jsonl(tmp_path / "dump.jsonl", unlabelled + read_jsonl(processed_dir(cfg) / "test.jsonl"))
+    texts = list(unlabelled_texts(cfg, [str(dump)], None))
+    assert len(texts) == len(unlabelled) and not set(held_out) & set(texts)  # test articles left out
+    out = tmp_path / "dapt"
+    assert main(["pretrain", *cfg_tiny.args("pretrain.max_steps=6", "pretrain.batch_size=8"), "--input", str(dump),
+                 "--output", str(out)]) == 0
+    assert "held-out masked-LM perplexity" in capsys.readouterr().out
+    report = json.loads((out / "pretrain.json").read_text())
+    assert report["steps"] == 6 and report["articles"] == len(unlabelled)
+    before, after = load_file(tiny_bert / "model.safetensors"), load_file(out / "model.safetensors")
+    layer = next(k for k in after if "encoder" in k and k.endswith("query.weight"))
+    assert not before.get(layer, before.get("bert." + layer)).equal(after[layer])  # the encoder learned
+    assert any("pooler" in k for k in after)  # kept from the base model, for cls pooling
+    from pipeline.train import train
+
+    tuned = train(cfg_tiny("train.max_steps=2", f"model.name_or_path={out}"))
+    assert tuned.metrics["test"]["n"] > 0
+
+
+def test_too_little_text_is_a_one_line_error(cfg_tiny, tmp_path):
+    cfg = cfg_tiny()
+    dump = write_jsonl(tmp_path / "few.jsonl", [{"text": "نص قصير"}] * 3)
+    with pytest.raises(DataError, match=r"few\.jsonl: 1 usable articles"):
+        pretrain(cfg, [str(dump)], tmp_path / "out")
