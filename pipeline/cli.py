@@ -7,35 +7,21 @@ import json
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from pipeline.cli_args import cfg_of, config_args
 from pipeline.cli_loop import COMMANDS as LOOP_COMMANDS
+from pipeline.cli_models import COMMANDS as MODEL_COMMANDS
 from pipeline.cli_predict import COMMANDS as PREDICT_COMMANDS
-from pipeline.config import Config, load_config, to_yaml
+from pipeline.config import to_yaml
 from pipeline.distributed import is_main, world_size
 from pipeline.errors import PipelineError
 from pipeline.jobs import DiskError, is_disk_fault
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
-                   help="YAML config; repeat to merge left to right")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=2")
-
-
-def _cfg(args: argparse.Namespace) -> Config:
-    resume = ["train.resume=true"] if getattr(args, "resume", False) else []
-    return load_config(args.config, args.overrides + resume)
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    _config_args(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last complete checkpoint of a run that stopped (= train.resume=true)")
-
-
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the resolved config."""
-    sys.stdout.write(to_yaml(_cfg(args)))
+    sys.stdout.write(to_yaml(cfg_of(args)))
     return 0
 
 
@@ -43,7 +29,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     """Validate, normalise, deduplicate and split a labelled corpus."""
     from pipeline.data import REPORT_FILE, prepare
 
-    out = prepare(_cfg(args))
+    out = prepare(cfg_of(args))
     report = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
     print(f"read {report['rows_read']} rows, kept {report['rows_kept']}; "
           f"removed {report['duplicates_removed']} duplicates and {report['conflict_rows_removed']} "
@@ -51,80 +37,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for split, counts in report["label_counts"].items():
         print(f"  {split:<10} " + "  ".join(f"{k}={v}" for k, v in counts.items()))
     print(f"wrote {out}/{{train,validation,test}}.jsonl and {out / REPORT_FILE}")
-    return 0
-
-
-def _summary(name: str, metrics: dict) -> str:
-    test = metrics["test"]
-    return (f"{name}: test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
-            f"weighted-F1 {test['weighted_f1']:.3f}, ECE {test['ece']:.3f} "
-            f"(uncalibrated {test['ece_uncalibrated']:.3f})")
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Fine-tune a transformer on the prepared splits; write models/<run_name>/."""
-    from pipeline.train import train
-
-    cfg = _cfg(args)
-    result = train(cfg)
-    if not result.metrics:  # a torchrun rank other than 0: rank 0 reports
-        return 0
-    print(_summary("fine-tuned", result.metrics))
-    print(f"model directory: {result.model_dir}")
-    if cfg.train.ensemble_with_baseline:
-        from pipeline.artifacts import model_dir
-
-        _ensemble(cfg, [model_dir(cfg, "baseline"), result.model_dir])
-    return 0
-
-
-def _ensemble(cfg: Config, members: list) -> None:
-    from pipeline.ensemble import fit_ensemble
-
-    result = fit_ensemble(cfg, members)
-    info = result.metrics["ensemble"]
-    print(info.get("note") or f"stacked: {info['combiner']} (validation macro-F1, cross-validated: "
-          f"{info['chosen_val_macro_f1']:.3f}; best member {info['best_member_val_macro_f1']:.3f})")
-    print(_summary("ensemble", result.metrics))
-    print(f"model directory: {result.model_dir}")
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    """Masked-LM pretraining of the backbone on unlabelled news; the output is a backbone directory."""
-    from pipeline.pretrain import pretrain
-
-    r = pretrain(_cfg(args), args.input, args.output)
-    print(f"{r['articles']} articles, {r['steps']} steps: held-out masked-LM perplexity {r['perplexity_before']} -> "
-          f"{r['perplexity_after']}")
-    print(f"backbone directory: {args.output} (use it with model.name_or_path={args.output})")
-    return 0
-
-
-def _pretrain_args(p: argparse.ArgumentParser) -> None:
-    _config_args(p)
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="unlabelled JSONL/CSV/Parquet/folders")
-    p.add_argument("--output", required=True, help="the backbone directory to write")
-
-
-def cmd_ensemble(args: argparse.Namespace) -> int:
-    """Stack models trained on one config's splits; the combiner is fitted on validation, never on test."""
-    _ensemble(_cfg(args), args.members)
-    return 0
-
-
-def _ensemble_args(p: argparse.ArgumentParser) -> None:
-    _config_args(p)
-    p.add_argument("--members", nargs="+", required=True, metavar="DIR",
-                   help="model directories trained on this config's prepared splits (two or more)")
-
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    """Fit the TF-IDF + linear baseline on the prepared splits."""
-    from pipeline.baseline import train_baseline
-
-    result = train_baseline(_cfg(args))
-    print(_summary("baseline", result.metrics) + f", C={result.metrics['baseline']['C']}")
-    print(f"model directory: {result.model_dir}")
     return 0
 
 
@@ -162,7 +74,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if bool(args.run) == bool(args.best):
         print("error: give exactly one of --run RUN_ID or --best METRIC", file=sys.stderr)
         return 2
-    print(promote(_cfg(args), run_id=args.run, best=args.best, alias=args.alias))
+    print(promote(cfg_of(args), run_id=args.run, best=args.best, alias=args.alias))
     return 0
 
 
@@ -170,7 +82,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     """List the runs of an experiment, best first."""
     from pipeline.tracking import list_runs
 
-    rows = list_runs(_cfg(args), args.experiment, args.sort)
+    rows = list_runs(cfg_of(args), args.experiment, args.sort)
     cols = ["run", "id", "kind", "model", "lr", "epochs", "max_len", "test_macro_f1", "test_accuracy", "minutes",
             "status"]
     cells = [[_cell(r[c]) for c in cols] for r in rows]
@@ -188,14 +100,14 @@ def _cell(value: object) -> str:
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
-    _config_args(p)
+    config_args(p)
     p.add_argument("--run", help="run id whose registered version to promote")
     p.add_argument("--best", metavar="METRIC", help="promote the run with the highest METRIC, e.g. test_macro_f1")
     p.add_argument("--alias", default="champion")
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:
-    _config_args(p)
+    config_args(p)
     p.add_argument("--experiment", help="experiment name (default: the config's data.name)")
     p.add_argument("--sort", default="test_macro_f1", help="column to sort by, best first")
 
@@ -210,19 +122,15 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _backbone_args(p: argparse.ArgumentParser) -> None:
-    from pathlib import Path
 
     p.add_argument("--output", type=Path, default=None, help="default models/pretrained/multilingual-e5-small")
     p.add_argument("--force", action="store_true", help="convert again even if the directory is complete")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]] = {
-    "config": (cmd_config, _config_args),
-    "prepare": (cmd_prepare, _config_args),
-    "baseline": (cmd_baseline, _config_args),
-    "train": (cmd_train, _train_args),
-    "ensemble": (cmd_ensemble, _ensemble_args),
-    "pretrain": (cmd_pretrain, _pretrain_args),
+    "config": (cmd_config, config_args),
+    "prepare": (cmd_prepare, config_args),
+    **MODEL_COMMANDS,
     "evaluate": (cmd_evaluate, _evaluate_args),
     "backbone": (cmd_backbone, _backbone_args),
     **PREDICT_COMMANDS,

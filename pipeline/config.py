@@ -112,6 +112,10 @@ class TrainConfig(_Section):
     calibrate: bool = True
     linear_probe: bool = False
     threads: int | None = None
+    unlabelled: LocalPath | None = Field(None, description="unlabelled articles for self-training (pseudo-labels)")
+    self_training_rounds: int = Field(2, ge=1)
+    pseudo_threshold: float = Field(0.9, ge=0, le=1, description="calibrated confidence a pseudo-label needs")
+    pseudo_per_class: int = Field(100, ge=1, description="pseudo-labels added per label and round, at most")
     ensemble_with_baseline: bool = Field(False, description="after `train`, stack the model with this config's "
                                          "TF-IDF baseline (`pipeline ensemble`); train the baseline first")
     ddp_timeout: int = Field(1800, ge=1, description="seconds a torchrun rank waits for its peers before the job "

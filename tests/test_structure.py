@@ -13,7 +13,8 @@ from helpers import ROOT, write_jsonl
 LAYERS = ["errors", "files", "jobs", "distributed", "yamlio", "config", "redact", "text", "labels", "readers",
           "sinks", "data", "uncertainty", "metrics", "card", "artifacts", "model", "runtime", "autoruntime",
           "backbone", "tracking", "runs", "baseline", "finetune", "train", "pretrain", "stack", "scoring", "evaluate",
-          "pyfunc_model", "predict", "ensemble", "spark", "cli_predict", "cli_loop", "cli"]
+          "pyfunc_model", "predict", "ensemble", "selftrain", "spark", "cli_args", "cli_predict", "cli_models",
+          "cli_loop", "cli"]
 PACKAGE = ROOT / "pipeline"
 
 
