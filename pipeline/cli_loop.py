@@ -18,10 +18,12 @@ def cmd_audit_labels(args: argparse.Namespace) -> int:
     print(f"{s['rows_audited']} rows audited ({s['folds']}-fold TF-IDF, C={s['model']['C']:g}, out-of-fold "
           f"macro-F1 {s['oof_macro_f1']:.3f}): {s['issues_flagged']} likely label errors; "
           + ", ".join(f"{lb}={n}" for lb, n in s["issues_by_label"].items() if n))
-    if result.issues and args.top > 0:
-        print(f"{'rank':>4}  {'score':>6}  {'id':<16} {'split':<10} given -> suggested (p)  lead")
-        for i in result.issues[:args.top]:
-            print(f"{i['rank']:>4}  {i['score']:>6.3f}  {i['id']:<16} {i['split']:<10} {i['given_label']} -> "
+    shown = result.issues[:max(args.top, 0)]
+    if shown:
+        width = max(len(str(i["id"])) for i in shown)
+        print(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  {'split':<10} given -> suggested (p)  lead")
+        for i in shown:
+            print(f"{i['rank']:>4}  {i['score']:>6.3f}  {i['id']:<{width}}  {i['split']:<10} {i['given_label']} -> "
                   f"{i['suggested_label']} ({i['p_suggested']:.2f})  {i['lead'][:60]}")
     print(f"wrote {result.output / ISSUES_CSV} and {result.output / AUDIT_JSON}"
           + (f"; MLflow run {result.run_id}" if result.run_id else ""))
