@@ -8,7 +8,8 @@ picks it (fit on train, best validation macro-F1); one temperature fitted on the
 probabilities comparable across folds (and gives the SVM's margins a probability scale). cleanlab then flags the
 rows whose given label the out-of-fold model contradicts (`find_label_issues`, pruned by noise rate) and ranks them
 by label quality (`get_label_quality_scores`, self-confidence: the probability of the given label, low = likely
-wrong).
+wrong). `--model transformer` swaps the baseline for k fine-tunes of the configured backbone
+(`audit_transformer.py`); the ranking is the same.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import csv
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ COLUMNS = ("rank", "id", "split", "given_label", "suggested_label", "score", "p_
 RANKED_BY = "self_confidence"  # cleanlab's ranking and score method: the out-of-fold probability of the given label
 FILTER_BY = "prune_by_noise_rate"  # cleanlab's default: how many rows of each (given, true) pair to flag
 LEAD_CHARS = 200
+# (config, label set, rows, folds) -> out-of-fold probabilities (rows x labels), and what produced them
+OutOfFold = Callable[[Config, LabelMap, list[dict[str, Any]], int], tuple[np.ndarray, dict[str, Any]]]
 
 
 @dataclass
@@ -56,8 +60,13 @@ def audit_dir(cfg: Config) -> Path:
     return Path(cfg.output_dir) / f"{cfg.data.name}-label-audit"
 
 
-def audit_labels(cfg: Config, folds: int = 5, output: str | Path | None = None) -> AuditResult:
-    """Audit every prepared row's label; write `label_issues.csv` and `audit.json`, log both as an `audit` run."""
+def audit_labels(cfg: Config, folds: int = 5, output: str | Path | None = None,
+                 oof: OutOfFold | None = None) -> AuditResult:
+    """Audit every prepared row's label; write `label_issues.csv` and `audit.json`, log both as an `audit` run.
+
+    `oof` gives the out-of-fold probabilities: the TF-IDF baseline by default (`tfidf_out_of_fold`).
+    """
+    oof = oof or tfidf_out_of_fold
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}")
     rows = [{**r, "_split": s} for s in SPLITS for r in load_split(cfg, s)]  # a clear error before any fit
@@ -66,31 +75,53 @@ def audit_labels(cfg: Config, folds: int = 5, output: str | Path | None = None) 
     tracker = Tracker(cfg)  # connects first: an unreachable server fails before anything is written
     out = Path(output) if output else audit_dir(cfg)
     labels = load_labels(cfg.labels)
+    family = "tfidf" if oof is tfidf_out_of_fold else "transformer"
     with exclusive(out, "output directory"), \
-            tracker.run(f"{cfg.data.name}-label-audit", KIND, run_tags(cfg, list(labels.ids), "tfidf"),
-                        params={"audit.folds": folds, "audit.ranked_by": RANKED_BY, "audit.filter_by": FILTER_BY}):
+            tracker.run(f"{cfg.data.name}-label-audit", KIND, run_tags(cfg, list(labels.ids), family),
+                        params={"audit.folds": folds, "audit.model": family, "audit.ranked_by": RANKED_BY,
+                                "audit.filter_by": FILTER_BY}):
         started = time.time()
-        c = pick_c(cfg, labels)
-        probs, temperature = out_of_fold(cfg, labels, rows, folds, c)
+        probs, model = oof(cfg, labels, rows, folds)
         y = labels.encode(rows)
         issues = rank_issues(rows, y, probs, labels)
-        oof = classification_metrics(y, probs, list(labels.ids))
+        scores = classification_metrics(y, probs, list(labels.ids))
         summary = {
             "dataset": cfg.data.name, "rows_audited": len(rows), "folds": folds, "seed": cfg.train.seed,
-            "model": {"kind": "tfidf", "classifier": cfg.baseline.classifier, "C": c, "temperature": temperature},
+            "model": model,
             "cleanlab": {"filter_by": FILTER_BY, "ranked_by": RANKED_BY},
             "issues_flagged": len(issues),
             "issues_by_label": {lb: Counter(i["given_label"] for i in issues)[lb] for lb in labels.ids},
             "issues_by_split": {s: Counter(i["split"] for i in issues)[s] for s in SPLITS},
-            "oof_macro_f1": oof["macro_f1"], "oof_accuracy": oof["accuracy"],
+            "oof_macro_f1": scores["macro_f1"], "oof_accuracy": scores["accuracy"],
             "seconds": round(time.time() - started, 1),
         }
         write_outputs(out, summary, issues)
-        tracker.log_metrics({"rows_audited": len(rows), "issues_flagged": len(issues), "oof_macro_f1": oof["macro_f1"],
-                             "oof_accuracy": oof["accuracy"], "baseline_C": c,
+        tracker.log_metrics({"rows_audited": len(rows), "issues_flagged": len(issues),
+                             "oof_macro_f1": scores["macro_f1"], "oof_accuracy": scores["accuracy"],
+                             **({"baseline_C": model["C"]} if "C" in model else {}),
                              **{f"issues_{lb}": n for lb, n in summary["issues_by_label"].items()}})
         tracker.log_files([out / ISSUES_CSV, out / AUDIT_JSON])
         return AuditResult(out, summary, issues, tracker.run_id)
+
+
+def tfidf_out_of_fold(cfg: Config, labels: LabelMap, rows: list[dict[str, Any]],
+                      folds: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Out-of-fold probabilities of the TF-IDF baseline at one C from the config's grid."""
+    c = pick_c(cfg, labels)
+    probs, temperature = out_of_fold(cfg, labels, rows, folds, c)
+    return probs, {"kind": "tfidf", "classifier": cfg.baseline.classifier, "C": c, "temperature": temperature}
+
+
+def fold_splits(cfg: Config, y: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold (fit, held-out) indices, seeded by `train.seed`.
+
+    A label with fewer rows than folds only warns: its rows are still scored, by folds that lack it.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.train.seed)
+    strata = y if np.bincount(y).max() >= folds else np.zeros(len(y), dtype=int)
+    return list(kfold.split(np.zeros(len(y)), strata))
 
 
 def pick_c(cfg: Config, labels: LabelMap) -> float:
@@ -106,15 +137,10 @@ def pick_c(cfg: Config, labels: LabelMap) -> float:
 def out_of_fold(cfg: Config, labels: LabelMap, rows: list[dict[str, Any]], folds: int,
                 c: float) -> tuple[np.ndarray, float]:
     """Each row's label probabilities from a baseline fitted on the other folds, at one fitted temperature."""
-    from sklearn.model_selection import StratifiedKFold
-
     y = labels.encode(rows)
     texts = np.asarray([r["text"] for r in rows], dtype=object)
     logits = np.zeros((len(rows), len(labels)))
-    kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.train.seed)
-    # a label with fewer rows than folds only warns: its rows are still scored, by folds that lack it
-    strata = y if np.bincount(y).max() >= folds else np.zeros(len(y), dtype=int)
-    for fit_idx, held_idx in kfold.split(texts, strata):
+    for fit_idx, held_idx in fold_splits(cfg, y, folds):
         pipe = build(cfg.baseline, c, len(fit_idx), cfg.train.seed).fit(list(texts[fit_idx]), y[fit_idx])
         logits[held_idx] = full_logits(pipe, list(texts[held_idx]), len(labels))
     temperature = fit_temperature(lambda t: softmax(logits, t), y)

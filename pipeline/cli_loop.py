@@ -13,9 +13,13 @@ def cmd_audit_labels(args: argparse.Namespace) -> int:
     """Rank likely label errors in the prepared splits (out-of-fold TF-IDF probabilities + cleanlab)."""
     from pipeline.audit import AUDIT_JSON, ISSUES_CSV, audit_labels
 
-    result = audit_labels(load_config(args.config, args.overrides), folds=args.folds, output=args.output)
-    s = result.summary
-    print(f"{s['rows_audited']} rows audited ({s['folds']}-fold TF-IDF, C={s['model']['C']:g}, out-of-fold "
+    oof = None
+    if args.model == "transformer":
+        from pipeline.audit_transformer import transformer_out_of_fold as oof
+    result = audit_labels(load_config(args.config, args.overrides), folds=args.folds, output=args.output, oof=oof)
+    s, m = result.summary, result.summary["model"]
+    model = f"TF-IDF, C={m['C']:g}" if m["kind"] == "tfidf" else f"{Path(m['backbone']).name} fine-tunes"
+    print(f"{s['rows_audited']} rows audited ({s['folds']}-fold {model}, out-of-fold "
           f"macro-F1 {s['oof_macro_f1']:.3f}): {s['issues_flagged']} likely label errors; "
           + ", ".join(f"{lb}={n}" for lb, n in s["issues_by_label"].items() if n))
     shown = result.issues[:max(args.top, 0)]
@@ -37,6 +41,8 @@ def _audit_labels_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=5, help="stratified folds for the out-of-fold probabilities")
     p.add_argument("--output", type=Path, default=None,
                    help="output directory (default: <output_dir>/<data.name>-label-audit)")
+    p.add_argument("--model", choices=("tfidf", "transformer"), default="tfidf",
+                   help="out-of-fold model: the TF-IDF baseline (seconds) or k fine-tunes of model.name_or_path")
     p.add_argument("--top", type=int, default=20, help="flagged rows to print (all are in label_issues.csv)")
 
 

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import LABELS, base_overrides, make_corpus, write_jsonl
+from helpers import LABELS, Tiny, base_overrides, make_corpus, write_jsonl
 
 from pipeline.audit import AUDIT_JSON, COLUMNS, ISSUES_CSV, audit_labels
 from pipeline.cli import main
@@ -119,3 +119,24 @@ def test_tracked_audit_logs_the_files(flipped, tmp_path):
     assert {a.path for a in mlflow.MlflowClient(uri).list_artifacts(result.run_id)} >= {ISSUES_CSV, AUDIT_JSON}
     local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=ISSUES_CSV, tracking_uri=uri)
     assert read_csv(local)[1] == read_csv(result.output / ISSUES_CSV)[1]
+
+
+def test_transformer_folds_fine_tune_the_backbone(tmp_path, corpus, tiny_bert, capsys):
+    rows = [dict(r) for r in corpus]
+    truth = {}
+    for row in rows[:: len(rows) // 3][:3]:
+        truth[row["id"]] = row["label"]
+        row["label"] = LABELS[(LABELS.index(row["label"]) + 1) % len(LABELS)]
+    tiny = Tiny(tmp_path, write_jsonl(tmp_path / "c.jsonl", rows), tiny_bert)
+    tiny.prepared()
+    out = tmp_path / "audit"
+    assert main(["audit-labels", *tiny.args("train.epochs=8"), "--model", "transformer", "--folds", "2",
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(rows)} rows audited (2-fold {tiny_bert.name} fine-tunes" in printed
+    summary = json.loads((out / AUDIT_JSON).read_text(encoding="utf-8"))
+    assert summary["model"]["kind"] == "transformer" and len(summary["model"]["fold_val_macro_f1"]) == 2
+    assert summary["oof_macro_f1"] > 0.6  # each row scored by a model that never saw it
+    flagged = {r["id"]: r for r in read_csv(out / ISSUES_CSV)[1]}
+    assert sum(i in flagged for i in truth) >= 2, (truth, list(flagged)[:10])
+    assert not (tmp_path / "models").exists()  # the folds' models lived in a temporary directory
