@@ -4,5 +4,48 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]] = {}
+from pipeline.config import load_config
+
+
+def cmd_audit_labels(args: argparse.Namespace) -> int:
+    """Rank likely label errors in the prepared splits (out-of-fold TF-IDF probabilities + cleanlab)."""
+    from pipeline.audit import AUDIT_JSON, ISSUES_CSV, audit_labels
+
+    oof = None
+    if args.model == "transformer":
+        from pipeline.audit_transformer import transformer_out_of_fold as oof
+    result = audit_labels(load_config(args.config, args.overrides), folds=args.folds, output=args.output, oof=oof)
+    s, m = result.summary, result.summary["model"]
+    model = f"TF-IDF, C={m['C']:g}" if m["kind"] == "tfidf" else f"{Path(m['backbone']).name} fine-tunes"
+    print(f"{s['rows_audited']} rows audited ({s['folds']}-fold {model}, out-of-fold "
+          f"macro-F1 {s['oof_macro_f1']:.3f}): {s['issues_flagged']} likely label errors; "
+          + ", ".join(f"{lb}={n}" for lb, n in s["issues_by_label"].items() if n))
+    shown = result.issues[:max(args.top, 0)]
+    if shown:
+        width = max(len(str(i["id"])) for i in shown)
+        print(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  {'split':<10} given -> suggested (p)  lead")
+        for i in shown:
+            print(f"{i['rank']:>4}  {i['score']:>6.3f}  {i['id']:<{width}}  {i['split']:<10} {i['given_label']} -> "
+                  f"{i['suggested_label']} ({i['p_suggested']:.2f})  {i['lead'][:60]}")
+    print(f"wrote {result.output / ISSUES_CSV} and {result.output / AUDIT_JSON}"
+          + (f"; MLflow run {result.run_id}" if result.run_id else ""))
+    return 0
+
+
+def _audit_labels_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
+                   help="YAML config; repeat to merge left to right")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. baseline.C=[2.0]")
+    p.add_argument("--folds", type=int, default=5, help="stratified folds for the out-of-fold probabilities")
+    p.add_argument("--output", type=Path, default=None,
+                   help="output directory (default: <output_dir>/<data.name>-label-audit)")
+    p.add_argument("--model", choices=("tfidf", "transformer"), default="tfidf",
+                   help="out-of-fold model: the TF-IDF baseline (seconds) or k fine-tunes of model.name_or_path")
+    p.add_argument("--top", type=int, default=20, help="flagged rows to print (all are in label_issues.csv)")
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable | None]] = {
+    "audit-labels": (cmd_audit_labels, _audit_labels_args),
+}
