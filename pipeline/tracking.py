@@ -141,6 +141,12 @@ class Tracker:
             if (model_dir / name).is_file():
                 self.mlflow.log_artifact(str(model_dir / name))
 
+    def log_files(self, paths: list[Path]) -> None:
+        """Files outside a model directory (a drift report) as run artifacts."""
+        if self.enabled:
+            for path in paths:
+                self.mlflow.log_artifact(str(path))
+
     def log_model(self, model_dir: Path, exclude: tuple[str, ...] = ()) -> str | None:
         """Log the model directory as a pyfunc (wrapping the project's predictor) and register it.
 
