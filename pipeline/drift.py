@@ -9,7 +9,7 @@ threshold is flagged. Drift is a report, not an error: the command exits 0 unles
 | `labels` | Jensen-Shannon distance (base 2) of predicted label shares to the train split's priors | 0.20 |
 | `length` | population stability index of word counts on octave bins, train split vs dump | 0.25 |
 | `quality` | largest difference of the non-Arabic, empty or heavily cut share, in percentage points | 10 |
-| `vocabulary` | dump tokens unseen in training minus the same share on the test split, percentage points | 8 |
+| `vocabulary` | dump tokens unseen in training minus the same share on the test split, percentage points | 3 |
 | `confidence` | population stability index of the calibrated max probability, test split vs dump (tenths) | 0.25 |
 """
 
@@ -34,7 +34,7 @@ from pipeline.predict import PredictJob, Predictor, load, windows
 from pipeline.profiles import CHAR_EDGES, CONFIDENCE_EDGES, WORD_EDGES, histogram, tokens
 from pipeline.readers import detect_format, iter_rows
 
-THRESHOLDS = {"labels": 0.20, "length": 0.25, "quality": 10.0, "vocabulary": 8.0, "confidence": 0.25}
+THRESHOLDS = {"labels": 0.20, "length": 0.25, "quality": 10.0, "vocabulary": 3.0, "confidence": 0.25}
 DIMENSIONS = tuple(THRESHOLDS)
 DEFAULT_SAMPLE = 20_000
 EMPTY_ERRORS = ("empty_text", "missing_text")
@@ -156,6 +156,9 @@ def compare(profile: dict[str, Any], stats: DumpStats, thresholds: dict[str, flo
     shares = {lb: stats.labels[lb] / max(stats.scored, 1) for lb in priors}
     p, q = np.array(list(priors.values())), np.array(list(shares.values()))
     js = float(jensenshannon(p, q, base=2)) if stats.scored and p.sum() else 0.0
+    test_shares = profile["confidence"].get("predicted_shares", priors)
+    t = np.array([test_shares[lb] for lb in priors])
+    js_test = float(jensenshannon(t, q, base=2)) if stats.scored and t.sum() else 0.0
     length = profile["length"]
     words, chars = histogram(stats.words, WORD_EDGES), histogram(stats.chars, CHAR_EDGES)
     n = max(stats.rows, 1)
@@ -167,7 +170,8 @@ def compare(profile: dict[str, Any], stats: DumpStats, thresholds: dict[str, flo
     dump_mean = float(np.mean(stats.confidence)) if stats.confidence else 0.0
     dims = {
         "labels": {"statistic": js, "measure": "jensen_shannon_distance", "train_priors": priors, "dump_shares": shares,
-                   "ratio": {lb: (shares[lb] / priors[lb] if priors[lb] else None) for lb in priors}},
+                   "ratio": {lb: (shares[lb] / priors[lb] if priors[lb] else None) for lb in priors},
+                   "test_predicted_shares": test_shares, "jensen_shannon_vs_test_predictions": js_test},
         "length": {"statistic": psi(length["words"]["counts"], words), "measure": "psi_words",
                    "psi_chars": psi(length["chars"]["counts"], chars), "ks_words": ks(length["words"]["counts"], words),
                    "train_median_words": length["words"]["quantiles"]["0.5"],

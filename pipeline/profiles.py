@@ -55,10 +55,13 @@ def length_profile(texts: list[str]) -> dict[str, Any]:
     return out
 
 
-def confidence_profile(confidences: np.ndarray) -> dict[str, Any]:
-    """Histogram of calibrated max probabilities on tenths, and their mean."""
+def confidence_profile(probs: np.ndarray, labels: LabelMap) -> dict[str, Any]:
+    """Histogram of calibrated max probabilities on tenths, their mean, and the shares of predicted labels."""
+    probs = np.asarray(probs).reshape(-1, len(labels))
+    confidences, predicted = probs.max(axis=1), Counter(probs.argmax(axis=1).tolist())
     return {"edges": CONFIDENCE_EDGES, "counts": histogram(confidences, CONFIDENCE_EDGES),
-            "mean": float(np.mean(confidences)) if len(confidences) else 0.0}
+            "mean": float(np.mean(confidences)) if len(confidences) else 0.0,
+            "predicted_shares": {lb: predicted[i] / max(len(probs), 1) for i, lb in enumerate(labels.ids)}}
 
 
 def novelty(texts: Iterable[str], vocabulary: set[str] | frozenset[str]) -> float:
@@ -112,7 +115,7 @@ def build_profile(cfg: Config, labels: LabelMap, train_texts: list[str], train_l
         "quality": quality(cfg, texts, counts),
         "vocabulary": {"min_count": VOCAB_MIN_COUNT, "train_types": len(freq), "train_tokens": sum(freq.values()),
                        "test_novelty": novelty(test_texts, frozenset(vocabulary)), "tokens": vocabulary},
-        "confidence": confidence_profile(np.asarray(test_probs).max(axis=1) if len(test_texts) else np.zeros(0)),
+        "confidence": confidence_profile(test_probs, labels),
         "thresholds": {"min_arabic_share": cfg.predict.min_arabic_share, "max_chars": cfg.predict.max_chars},
     }
 

@@ -77,7 +77,8 @@ def test_english_and_empty_rows_flag_quality(baseline, tmp_path):
     _, report = drift(DriftJob(model=str(model), input=str(dump), output=str(tmp_path / "r")))
     quality = report["dimensions"]["quality"]
     assert "quality" in report["flagged"]
-    assert quality["dump"]["empty"] == pytest.approx(10 / 90) and quality["dump"]["not_arabic"] == pytest.approx(20 / 90)
+    assert quality["dump"]["empty"] == pytest.approx(10 / 90)
+    assert quality["dump"]["not_arabic"] == pytest.approx(20 / 90)
     assert report["rows_read"] == 90 and report["rows_scored"] == 80
 
 
@@ -103,7 +104,7 @@ def test_older_model_falls_back_to_prepared_splits_then_asks_to_retrain(baseline
     moved = tmp_path / "processed-moved"
     shutil.move(root / "processed", moved)
     try:
-        with pytest.raises(ModelError, match="no training_profile.json .* retrain the model"):
+        with pytest.raises(ModelError, match=r"no training_profile\.json .* retrain the model"):
             drift(DriftJob(model=str(old), input=str(same), output=str(tmp_path / "r2")))
     finally:
         shutil.move(moved, root / "processed")
@@ -137,3 +138,15 @@ def test_report_is_logged_as_a_drift_run(baseline, tmp_path):
     assert run.data.metrics["drift_vocabulary_flagged"] == 0 and "drift_labels" in run.data.metrics
     names = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(report["run_id"])}
     assert {"drift.json", "drift.png"} <= names
+
+
+def test_tiny_transformer_profile_and_drift(trained, tmp_path):
+    cfg, result = trained
+    profile = json.loads((result.model_dir / PROFILE_FILE).read_text(encoding="utf-8"))
+    assert profile["quality"]["cut"] == 0.0 and profile["rows"]["test"] > 0
+    test_split = tmp_path / "test.jsonl"
+    shutil.copy(f"{cfg.data.processed_dir}/{cfg.data.name}/test.jsonl", test_split)
+    _, report = drift(DriftJob(model=str(result.model_dir), input=str(test_split), output=str(tmp_path / "r")))
+    assert report["dimensions"]["confidence"]["statistic"] == pytest.approx(0.0, abs=1e-9)  # the same test split
+    assert report["dimensions"]["vocabulary"]["statistic"] == pytest.approx(0.0, abs=1e-9)
+    assert report["flagged"] == []
