@@ -174,7 +174,7 @@ def compare(profile: dict[str, Any], stats: DumpStats, thresholds: dict[str, flo
                    "test_predicted_shares": test_shares, "jensen_shannon_vs_test_predictions": js_test},
         "length": {"statistic": psi(length["words"]["counts"], words), "measure": "psi_words",
                    "psi_chars": psi(length["chars"]["counts"], chars), "ks_words": ks(length["words"]["counts"], words),
-                   "train_median_words": length["words"]["quantiles"]["0.5"],
+                   "dump_word_counts": words, "train_median_words": length["words"]["quantiles"]["0.5"],
                    "dump_median_words": float(np.median(stats.words)) if stats.words else 0.0},
         "quality": {"statistic": max(abs(g) for g in gaps.values()), "measure": "max_share_difference_pp",
                     "train": profile["quality"], "dump": dump_quality, "difference_pp": gaps,
@@ -253,6 +253,7 @@ def plot(profile: dict[str, Any], stats: DumpStats, report: dict[str, Any], path
         if ticks is None:
             ticks = [f"<{int(e)}" for e in WORD_EDGES[1:]][: len(pos)]
         ax.set_xticks(pos, ticks, rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.15 * max(0.01, *ref, *dump))
         dim = dims[name]
         ax.set_title(f"{name}: {dim['statistic']:.3g} (limit {dim['threshold']:g})",
                      color="red" if dim["flagged"] else "black", fontsize=10)
