@@ -189,7 +189,7 @@ def compare(profile: dict[str, Any], stats: DumpStats, thresholds: dict[str, flo
     limits = {**THRESHOLDS, **thresholds}
     for name, dim in dims.items():
         dim["threshold"] = limits[name]
-        dim["flagged"] = bool(stats.scored) and dim["statistic"] > limits[name]
+        dim["flagged"] = (bool(stats.scored) or name == "quality") and dim["statistic"] > limits[name]
     flagged = [name for name, dim in dims.items() if dim["flagged"]]
     return {"rows_read": stats.rows, "rows_scored": stats.scored, "dimensions": dims, "flagged": flagged}
 

@@ -108,13 +108,14 @@ def build_profile(cfg: Config, labels: LabelMap, train_texts: list[str], train_l
     freq = Counter(tok for t in texts for tok in tokens(t))
     vocabulary = sorted(tok for tok, c in freq.items() if c >= VOCAB_MIN_COUNT)
     priors = Counter(train_labels)
+    test_novelty = novelty((cut_text(t, cfg.predict.max_chars) for t in test_texts), frozenset(vocabulary))
     return {
         "version": VERSION, "source": source, "rows": {"train": len(texts), "test": len(test_texts)},
         "label_priors": {lb: priors[lb] / max(len(train_labels), 1) for lb in labels.ids},
         "length": length_profile(texts),
         "quality": quality(cfg, texts, counts),
         "vocabulary": {"min_count": VOCAB_MIN_COUNT, "train_types": len(freq), "train_tokens": sum(freq.values()),
-                       "test_novelty": novelty(test_texts, frozenset(vocabulary)), "tokens": vocabulary},
+                       "test_novelty": test_novelty, "tokens": vocabulary},
         "confidence": confidence_profile(test_probs, labels),
         "thresholds": {"min_arabic_share": cfg.predict.min_arabic_share, "max_chars": cfg.predict.max_chars},
     }

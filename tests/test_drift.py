@@ -82,6 +82,14 @@ def test_english_and_empty_rows_flag_quality(baseline, tmp_path):
     assert report["rows_read"] == 90 and report["rows_scored"] == 80
 
 
+def test_a_dump_of_empty_rows_flags_quality_only(baseline, tmp_path):
+    model, _, _ = baseline
+    dump = write_jsonl(tmp_path / "empty.jsonl", [{"id": str(i), "title": "", "text": ""} for i in range(5)])
+    _, report = drift(DriftJob(model=str(model), input=str(dump), output=str(tmp_path / "r")))
+    assert report["rows_scored"] == 0 and report["flagged"] == ["quality"]
+    assert report["dimensions"]["quality"]["difference_pp"]["empty"] == pytest.approx(100.0)
+
+
 def test_sample_caps_rows_and_thresholds_override(baseline, tmp_path):
     model, _, _ = baseline
     _, report = drift(DriftJob(model=str(model), input=str(OFFTOPIC), output=str(tmp_path / "r"), sample=10,
