@@ -30,6 +30,7 @@ from pipeline.artifacts import Scorer
 from pipeline.config import Config
 from pipeline.data import load_split
 from pipeline.errors import ConfigError, DataError, ModelError
+from pipeline.metrics import plot_drift
 from pipeline.predict import PredictJob, Predictor, load, windows
 from pipeline.profiles import CHAR_EDGES, CONFIDENCE_EDGES, WORD_EDGES, histogram, tokens
 from pipeline.readers import detect_format, iter_rows
@@ -182,7 +183,7 @@ def compare(profile: dict[str, Any], stats: DumpStats, thresholds: dict[str, flo
         "vocabulary": {"statistic": 100 * (dump_novelty - vocab["test_novelty"]), "measure": "novelty_excess_pp",
                        "dump_novelty": dump_novelty, "test_novelty": vocab["test_novelty"]},
         "confidence": {"statistic": psi(profile["confidence"]["counts"], conf), "measure": "psi",
-                       "ks": ks(profile["confidence"]["counts"], conf),
+                       "ks": ks(profile["confidence"]["counts"], conf), "dump_counts": conf,
                        "test_mean": profile["confidence"]["mean"], "dump_mean": dump_mean,
                        "mean_drop": profile["confidence"]["mean"] - dump_mean},
     }
@@ -209,6 +210,7 @@ def drift(job: DriftJob) -> tuple[Path, dict[str, Any]]:
     detect_format(job.input)
     scorer, name, opts = load(PredictJob(model=job.model, input=job.input, output=""),
                               {"text_fields": job.text_fields, "id_field": job.id_field})
+    tracker = _tracker(job, scorer.cfg)  # connects first: an unreachable store fails before the dump is read
     profile = reference(scorer)
     stats = scan(Predictor(scorer, name, opts), job.input, job.sample, frozenset(profile["vocabulary"]["tokens"]),
                  opts.window)
@@ -221,56 +223,13 @@ def drift(job: DriftJob) -> tuple[Path, dict[str, Any]]:
     out = _output(job, scorer.directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / "drift.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    plot(profile, stats, report, out / "drift.png")
-    _track(job, scorer.cfg, report, out)
+    plot_drift(profile, report, out / "drift.png")
+    _track(tracker, job, report, out)
     return out, report
 
 
-def plot(profile: dict[str, Any], stats: DumpStats, report: dict[str, Any], path: Path) -> None:
-    """One panel per dimension, training (or test) against the dump, flagged panels titled in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dims = report["dimensions"]
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
-    labels = list(profile["label_priors"])
-    x = np.arange(len(labels))
-    pairs = {
-        "labels": (x, list(profile["label_priors"].values()), list(dims["labels"]["dump_shares"].values()), labels),
-        "length": (*_shares(profile["length"]["words"]["counts"], histogram(stats.words, WORD_EDGES)), None),
-        "quality": (np.arange(3), list(dims["quality"]["train"].values()), list(dims["quality"]["dump"].values()),
-                    list(dims["quality"]["dump"])),
-        "vocabulary": (np.arange(1), [dims["vocabulary"]["test_novelty"]], [dims["vocabulary"]["dump_novelty"]],
-                       ["unseen token share"]),
-        "confidence": (*_shares(profile["confidence"]["counts"], histogram(stats.confidence, CONFIDENCE_EDGES)),
-                       [f"{e:.1f}" for e in CONFIDENCE_EDGES[:-1]]),
-    }
-    for ax, (name, (pos, ref, dump, ticks)) in zip(axes, pairs.items(), strict=True):
-        ax.bar(pos - 0.2, ref, width=0.4, label="training" if name != "vocabulary" else "test split")
-        ax.bar(pos + 0.2, dump, width=0.4, label="dump")
-        if ticks is None:
-            ticks = [f"<{int(e)}" for e in WORD_EDGES[1:]][: len(pos)]
-        ax.set_xticks(pos, ticks, rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(0, 1.15 * max(0.01, *ref, *dump))
-        dim = dims[name]
-        ax.set_title(f"{name}: {dim['statistic']:.3g} (limit {dim['threshold']:g})",
-                     color="red" if dim["flagged"] else "black", fontsize=10)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _shares(ref: list[int], dump: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bin positions and both histograms as shares."""
-    r, d = np.asarray(ref, dtype=float), np.asarray(dump, dtype=float)
-    return np.arange(len(r)), r / max(r.sum(), 1), d / max(d.sum(), 1)
-
-
-def _track(job: DriftJob, cfg: Config, report: dict[str, Any], out: Path) -> None:
-    """One MLflow run (tag kind=drift) on the model's store, or the one the flags name; nothing when disabled."""
+def _tracker(job: DriftJob, cfg: Config) -> Any:
+    """The model's tracking settings with the flags over them; disabled tracking logs nothing."""
     from pipeline.tracking import Tracker
 
     update: dict[str, Any] = {}
@@ -280,8 +239,11 @@ def _track(job: DriftJob, cfg: Config, report: dict[str, Any], out: Path) -> Non
         update["experiment"] = job.experiment
     if job.tracking is not None:
         update["enabled"] = job.tracking
-    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update=update)})
-    tracker = Tracker(cfg)
+    return Tracker(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update=update)}))
+
+
+def _track(tracker: Any, job: DriftJob, report: dict[str, Any], out: Path) -> None:
+    """One MLflow run tagged kind=drift: the statistics as metrics, drift.json and drift.png as artifacts."""
     if not tracker.enabled:
         return
     tags = {"model": report["model"], "input": Path(job.input).name, "flagged": ",".join(report["flagged"])}
