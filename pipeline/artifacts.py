@@ -3,8 +3,9 @@
 A directory holds the weights of its kind (`model.safetensors` and tokenizer files for a transformer, written by
 `model.save_model`; `model.joblib` for the TF-IDF baseline), `model_info.json` (the kind marker and the weights'
 hash), `labels.json`, `pipeline.yaml` (the resolved config), the learned boilerplate lines, the data report,
-`calibration.json`, `metrics.json`, `token_audit.json`, the model card `README.md`, and the test evaluation (report,
-confusion matrix, errors). What may be shared (`pipeline.yaml`, the card) carries no credentials and no home path.
+`calibration.json`, `metrics.json`, `token_audit.json`, `training_profile.json` (for `pipeline drift`), the model
+card `README.md`, and the test evaluation (report, confusion matrix, errors). What may be shared (`pipeline.yaml`,
+the card) carries no credentials and no home path.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ TOKEN_AUDIT_FILE = "token_audit.json"
 REPORT_TXT = "classification_report.txt"
 CONFUSION_PNG = "confusion_matrix.png"
 ERRORS_CSV = "errors.csv"
+PROFILE_FILE = "training_profile.json"  # what the training data looked like, for `pipeline drift`
 BASELINE_FILE = "baseline.json"  # the baseline's classifier and its C grid
 FIT_SPLITS = ("train", "validation")  # what a model learned from; models with equal hashes of these are comparable
 CHECKPOINTS = "checkpoints"  # the Trainer's output, kept only while a run can resume
@@ -45,7 +47,8 @@ MEMBERS_DIR = "members"  # an ensemble's member model directories (hard links wh
 WEIGHTS = {"transformer": "model.safetensors", "baseline": "model.joblib", "ensemble": "stack.joblib"}
 # what a tracked run logs as artifacts (no weights, no checkpoints: the logged model carries those)
 RUN_ARTIFACTS = (CONFIG_FILE, CARD_FILE, "labels.json", REPORT_FILE, REPORT_TXT, CONFUSION_PNG, ERRORS_CSV,
-                 CALIBRATION_FILE, METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json", ENSEMBLE_FILE)
+                 CALIBRATION_FILE, METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json", ENSEMBLE_FILE,
+                 PROFILE_FILE)
 
 
 def run_name(cfg: Config, kind: str) -> str:

@@ -126,3 +126,49 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_drift(profile: dict[str, Any], report: dict[str, Any], path: str | Path) -> Path:
+    """A drift report as one panel per dimension, training (or test split) against the dump; flagged ones in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = report["dimensions"]
+    words, conf = profile["length"]["words"], profile["confidence"]
+    labels, quality = list(profile["label_priors"]), dims["quality"]
+    panels = {
+        "labels": (list(profile["label_priors"].values()), list(dims["labels"]["dump_shares"].values()), labels),
+        "length": (*_as_shares(words["counts"], dims["length"]["dump_word_counts"]),
+                   [f"<{e:g} words" for e in words["edges"][1:]]),
+        "quality": (list(quality["train"].values()), list(quality["dump"].values()), list(quality["dump"])),
+        "vocabulary": ([dims["vocabulary"]["test_novelty"]], [dims["vocabulary"]["dump_novelty"]], ["unseen tokens"]),
+        "confidence": (*_as_shares(conf["counts"], dims["confidence"]["dump_counts"]),
+                       [f"{e:.1f}-" for e in conf["edges"][:-1]]),
+    }
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.2), constrained_layout=True)
+    for ax, (name, (ref, dump, ticks)) in zip(axes, panels.items(), strict=True):
+        pos = np.arange(len(ref))
+        if name == "length":  # the occupied octaves only
+            used = np.flatnonzero(np.asarray(ref) + np.asarray(dump))
+            keep = slice(max(used.min() - 1, 0), used.max() + 2) if used.size else slice(0, 1)
+            pos, ref, dump, ticks = pos[keep], ref[keep], dump[keep], ticks[keep]
+        ax.bar(pos - 0.2, ref, width=0.4, label="test split" if name == "vocabulary" else "training")
+        ax.bar(pos + 0.2, dump, width=0.4, label="dump")
+        ax.set_xticks(pos, ticks, rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.15 * max(0.01, *ref, *dump))
+        ax.set_xlim(pos.min() - 0.8, pos.max() + 0.8)
+        ax.set_ylabel("share", fontsize=8)
+        dim = dims[name]
+        ax.set_title(f"{name}: {dim['statistic']:.3g} (threshold {dim['threshold']:g})",
+                     color="red" if dim["flagged"] else "black", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def _as_shares(ref: list[int], dump: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    r, d = np.asarray(ref, dtype=float), np.asarray(dump, dtype=float)
+    return r / max(r.sum(), 1.0), d / max(d.sum(), 1.0)

@@ -169,6 +169,10 @@ class Predictor:
 
     def run(self, window: list[RawRow]) -> list[dict[str, Any]]:
         """Output rows for one window, in input order; length-sorted batching happens inside the scorer."""
+        return self.run_texts(window)[0]
+
+    def run_texts(self, window: list[RawRow]) -> tuple[list[dict[str, Any]], list[str | None]]:
+        """`run`'s output rows, and the normalised text of each row (None where it had none to classify)."""
         outs = [self._base(row) for row in window]
         texts = [self._text(row, out) for row, out in zip(window, outs, strict=True)]
         todo = [i for i, t in enumerate(texts) if t is not None]
@@ -176,7 +180,7 @@ class Predictor:
             probs, tokens = self.scorer.score([texts[i] for i in todo])
             for k, i in enumerate(todo):
                 self._fill(outs[i], probs[k], int(tokens[k]), texts[i])
-        return outs
+        return outs, texts
 
     def _fill(self, out: dict[str, Any], probs: np.ndarray, tokens: int, text: str) -> None:
         order = np.argsort(-probs, kind="stable")[: self.top_k]

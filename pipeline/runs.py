@@ -14,6 +14,7 @@ from pipeline.artifacts import CHECKPOINTS, write_evaluation, write_model_dir
 from pipeline.config import Config
 from pipeline.jobs import disk_error, is_disk_fault
 from pipeline.labels import LabelMap
+from pipeline.profiles import write_profile
 from pipeline.tracking import Tracker
 
 
@@ -29,7 +30,7 @@ class RunResult:
 def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: LabelMap, metrics: dict[str, Any],
                temperature: float, save_weights: Callable[[Path], None], test_rows: list[dict[str, Any]],
                test_probs: np.ndarray, extra: dict[str, Any] | None = None) -> RunResult:
-    """Write the model directory and its test evaluation, drop finished checkpoints, log metrics and model.
+    """Write the model directory, its test evaluation and training profile; drop finished checkpoints; log it all.
 
     A full or read-only disk stops it with one line saying what is complete: the checkpoints stay until the model
     directory is written, and a store that fails later leaves that directory whole.
@@ -38,6 +39,7 @@ def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: L
         write_model_dir(out, kind=kind, cfg=cfg, labels=labels, metrics=metrics, temperature=temperature,
                         save_weights=save_weights, extra=extra, run_id=tracker.run_id)
         write_evaluation(out, test_rows, labels.encode(test_rows), test_probs, labels, metrics_file=False)
+        write_profile(out, kind=kind, cfg=cfg, labels=labels, test_rows=test_rows, test_probs=test_probs)
     except OSError as exc:
         if not is_disk_fault(exc):
             raise

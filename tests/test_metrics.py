@@ -6,6 +6,7 @@ from pipeline.metrics import (
     expected_calibration_error,
     fit_temperature,
     plot_confusion,
+    plot_drift,
     softmax,
 )
 
@@ -64,3 +65,18 @@ def test_calibration_is_fitted_on_validation_only():
     assert metrics["test"]["ece_uncalibrated"] == pytest.approx(
         expected_calibration_error(softmax(logits["test"]), y["test"]))
     assert calibrated_metrics(probs_at, y, ["a", "b", "c"], calibrate=False)[1] == 1.0
+
+
+def test_plot_drift_draws_a_panel_per_dimension(tmp_path):
+    profile = {"label_priors": {"a": 0.5, "b": 0.5},
+               "length": {"words": {"edges": [0.0, 1.0, 2.0, 4.0], "counts": [0, 3, 1]}},
+               "confidence": {"edges": [0.0, 0.5, 1.0], "counts": [1, 3]}}
+    dim = {"statistic": 0.1, "threshold": 0.2, "flagged": False}
+    report = {"dimensions": {
+        "labels": {**dim, "dump_shares": {"a": 0.9, "b": 0.1}, "flagged": True},
+        "length": {**dim, "dump_word_counts": [0, 0, 0]},  # no scored rows: an empty panel, not an error
+        "quality": {**dim, "train": {"empty": 0.0}, "dump": {"empty": 1.0}},
+        "vocabulary": {**dim, "test_novelty": 0.1, "dump_novelty": 0.3},
+        "confidence": {**dim, "dump_counts": [2, 0]}}}
+    path = plot_drift(profile, report, tmp_path / "drift.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
