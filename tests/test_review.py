@@ -16,10 +16,11 @@ from scipy.stats import entropy as scipy_entropy
 
 from pipeline.baseline import BaselineScorer, train_baseline
 from pipeline.cli import main
-from pipeline.config import load_config
+from pipeline.config import DedupConfig, load_config
 from pipeline.data import REPORT_FILE, load_split, prepare
+from pipeline.dedup import SOURCE_KEY, deduplicate
 from pipeline.errors import DataError
-from pipeline.review import ReviewJob, review
+from pipeline.review import Pool, ReviewJob, review
 
 MARKER = "علامةالمراجعة"  # a word only the reviewed rows hold
 QUEUE_COLUMNS = ["id", "title", "lead", "predicted_label", "confidence", "margin", "entropy", "top3", "label", "text"]
@@ -42,8 +43,8 @@ def _mixed(rng: random.Random, a: str, b: str, words: int = 40) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dump() -> list[dict]:
-    """Four stories told six times each with one word changed (near-identical, uncertain), confident single-topic
-    articles, and rows the predictor refuses."""
+    """Four two-topic stories told six times each with one word changed (near-identical, uncertain), three-topic
+    articles, confident single-topic articles, and rows the predictor refuses."""
     rng = random.Random(3)
     rows = []
     for story in range(4):
@@ -52,6 +53,10 @@ def dump() -> list[dict]:
             variant = list(words)
             variant[copy * 3] = rng.choice(COMMON)
             rows.append({"url": f"story{story}-{copy}", "title": "", "text": " ".join(variant)})
+    for k in range(3):  # three topics at once: the highest entropy, though not the smallest margin
+        topics = rng.sample(LABELS, 3)
+        rows.append({"url": f"mix3-{k}", "title": "", "text": " ".join(rng.choice(LABEL_WORDS[topics[i % 3]])
+                                                                       for i in range(45))})
     rows += [{"url": f"solo-{r['id']}", "title": r["title"], "text": r["text"]} for r in make_corpus(3, seed=9)]
     rng.shuffle(rows)
     return [*rows, {"url": "empty", "title": "", "text": "   "}, {"url": "english", "title": "",
@@ -75,18 +80,22 @@ def _queue(model, dump_file, out: Path, n: int, strategy: str, *extra: str) -> l
     return pd.read_csv(out, dtype=str, keep_default_na=False).to_dict("records")
 
 
-def _scores(model, dump: list[dict]) -> tuple[list[str], np.ndarray]:
-    """Ids and probabilities of the candidate rows, straight from the scorer."""
+def _scores(model, dump: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Ids of the candidate rows, and their margins and entropies from the scorer's own probabilities."""
     rows = [r for r in dump if r["url"] not in ("empty", "english")]
     probs = BaselineScorer(model).predict_proba([f"{r['title']}\n{r['text']}" for r in rows])
-    return [r["url"] for r in rows], probs
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return [r["url"] for r in rows], top2[:, 1] - top2[:, 0], scipy_entropy(probs, axis=1)
+
+
+def test_fixture_ranks_differ_by_strategy(tfidf, dump):
+    _, gaps, ent = _scores(tfidf[0], dump)
+    assert list(np.argsort(gaps, kind="stable")[:7]) != list(np.argsort(-ent, kind="stable")[:7])
 
 
 def test_margin_picks_the_lowest_margins(tfidf, dump, dump_file, tmp_path):
     model = tfidf[0]
-    ids, probs = _scores(model, dump)
-    top2 = np.sort(probs, axis=1)[:, -2:]
-    gaps = top2[:, 1] - top2[:, 0]
+    ids, gaps, _ = _scores(model, dump)
     expected = [ids[i] for i in np.argsort(gaps, kind="stable")[:7]]
     got = _queue(model, dump_file, tmp_path / "q.csv", 7, "margin")
     assert [r["id"] for r in got] == expected
@@ -95,8 +104,7 @@ def test_margin_picks_the_lowest_margins(tfidf, dump, dump_file, tmp_path):
 
 def test_entropy_picks_the_highest_entropies(tfidf, dump, dump_file, tmp_path):
     model = tfidf[0]
-    ids, probs = _scores(model, dump)
-    ent = scipy_entropy(probs, axis=1)
+    ids, _, ent = _scores(model, dump)
     expected = [ids[i] for i in np.argsort(-ent, kind="stable")[:7]]
     got = _queue(model, dump_file, tmp_path / "q.jsonl", 7, "entropy")
     assert [r["id"] for r in got] == expected
@@ -265,3 +273,25 @@ def test_sources_with_gzip_and_no_reviewed_rows(tfidf, tmp_path):
     assert report["sources"][str(empty)] == {"read": 1, "unreviewed": 1, "skipped": 0, "duplicates_of_corpus": 0,
                                              "added": 0}
     assert report["rows_kept"] == 140
+
+
+def test_pool_keeps_only_the_most_uncertain():
+    pool = Pool(5)
+    rng = random.Random(0)
+    priorities = [rng.choice([0.1, 0.2, 0.3, 0.5, 0.9]) for _ in range(1000)]
+    for line, p in enumerate(priorities, 1):
+        pool.offer(p, line, {"line": line})
+        assert len(pool.heap) <= 5
+    expected = sorted(range(1, 1001), key=lambda n: (-priorities[n - 1], n))[:5]  # earlier rows win ties
+    assert [r["line"] for r in pool.ranked()] == expected
+
+
+def test_corpus_wins_over_a_source_duplicate_with_another_label():
+    base = " ".join(f"كلمة{i}" for i in range(60))
+    rows = [{"id": "corpus", "text": base, "label": "other"},
+            {"id": "queue", "text": base.replace("كلمة30", "تعديل"), "label": "attack_report", SOURCE_KEY: "q.csv"},
+            {"id": "queue-new", "text": "نص مختلف تماما عن غيره", "label": "other", SOURCE_KEY: "q.csv"}]
+    kept, stats = deduplicate(rows, DedupConfig())
+    assert [r["id"] for r in kept] == ["corpus", "queue-new"]
+    assert stats["duplicates_of_corpus"] == {"q.csv": 1} and stats["conflict_clusters"] == 0
+    assert stats["duplicates_removed"] == 0
