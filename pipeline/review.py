@@ -104,6 +104,10 @@ class Pool:
         self.heap: list[tuple[float, int, int, dict[str, Any]]] = []
         self._seq = itertools.count()
 
+    def wants(self, priority: float, line: int) -> bool:
+        """Whether a row of this priority would be kept (checked before its queue row is built)."""
+        return len(self.heap) < self.size or (priority, -line) > self.heap[0][:2]
+
     def offer(self, priority: float, line: int, item: dict[str, Any]) -> None:
         """Keep `item` if it is among the `size` most uncertain so far."""
         entry = (priority, -line, -next(self._seq), item)
@@ -150,8 +154,9 @@ class Reviewer:
         probs, _ = self.predictor.scorer.score([t for _, t in todo])
         margins, entropies = margin(probs), entropy(probs)
         for k, (row, text) in enumerate(todo):
-            priority = entropies[k] if self.strategy == "entropy" else -margins[k]
-            pool.offer(float(priority), row.line, self.queue_row(row, text, probs[k], margins[k], entropies[k]))
+            priority = float(entropies[k] if self.strategy == "entropy" else -margins[k])
+            if pool.wants(priority, row.line):
+                pool.offer(priority, row.line, self.queue_row(row, text, probs[k], margins[k], entropies[k]))
 
     def queue_row(self, row: RawRow, text: str, probs: np.ndarray, gap: float, spread: float) -> dict[str, Any]:
         """One row of the queue: what a person reads, what the model thought, an empty label, the full text."""
