@@ -6,12 +6,14 @@ import gzip
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import COMMON, LABEL_WORDS, LABELS, base_overrides, make_corpus, write_jsonl
+from helpers import COMMON, LABEL_WORDS, LABELS, ROOT, base_overrides, make_corpus, write_jsonl
 from scipy.stats import entropy as scipy_entropy
 
 from pipeline.baseline import BaselineScorer, train_baseline
@@ -297,3 +299,13 @@ def test_corpus_wins_over_a_source_duplicate_with_another_label():
     assert [r["id"] for r in kept] == ["corpus", "queue-new"]
     assert stats["duplicates_of_corpus"] == {"q.csv": 1} and stats["conflict_clusters"] == 0
     assert stats["duplicates_removed"] == 0
+
+
+def test_tfidf_review_loads_neither_torch_nor_mlflow(tfidf, dump_file, tmp_path):
+    code = ("import sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('torch', 'mlflow', 'transformers') if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "review", "--model", str(tfidf[0]), "--input", str(dump_file),
+                           "--output", str(tmp_path / "q.csv"), "--id-field", "url", "--quiet"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
