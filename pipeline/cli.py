@@ -34,6 +34,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"read {report['rows_read']} rows, kept {report['rows_kept']}; "
           f"removed {report['duplicates_removed']} duplicates and {report['conflict_rows_removed']} "
           f"rows with conflicting labels; skipped {sum(report['rows_skipped'].values())}")
+    for path, n in report.get("sources", {}).items():
+        print(f"  source {path}: read {n['read']}, unreviewed {n['unreviewed']}, skipped {n['skipped']}, "
+              f"duplicates of the corpus {n['duplicates_of_corpus']}, added {n['added']}")
     for split, counts in report["label_counts"].items():
         print(f"  {split:<10} " + "  ".join(f"{k}={v}" for k, v in counts.items()))
     print(f"wrote {out}/{{train,validation,test}}.jsonl and {out / REPORT_FILE}")

@@ -40,6 +40,9 @@ class SplitConfig(_Section):
 class DataConfig(_Section):
     name: str = "sample"
     path: LocalPath | list[LocalPath] = "data/sample/articles.jsonl"
+    sources: list[LocalPath] = Field([], description="extra labelled files, e.g. filled review queues: rows with "
+                                     "an empty label are skipped, duplicates of the corpus dropped, the rest split "
+                                     "with the corpus")
     format: Literal["auto", "jsonl", "csv", "parquet", "folder"] = "auto"
     text_fields: list[str] = ["title", "text"]
     label_field: str = "label"

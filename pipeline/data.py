@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config, DataConfig, DedupConfig, SplitConfig
+from pipeline.config import Config, DataConfig, SplitConfig
+from pipeline.dedup import SOURCE_KEY, deduplicate, shingles
 from pipeline.errors import DataError
 from pipeline.files import sha256
 from pipeline.labels import LabelMap, load_labels
 from pipeline.readers import RawRow, iter_rows, read_jsonl, write_jsonl
 from pipeline.text import Normalizer, find_repeated_lines, join_fields
+
+__all__ = ["deduplicate", "shingles"]  # moved to pipeline.dedup; still importable from here
 
 SPLITS = ("train", "validation", "test")
 REPORT_FILE = "data_report.json"
@@ -31,6 +34,7 @@ class Loaded:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     read: int = 0
+    unreviewed: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
 
@@ -70,11 +74,18 @@ def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap) -> dict[str, Any]:
     return out
 
 
-def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap) -> Loaded:
-    """Read and validate a labelled file or folder; bad rows raise or are counted, per `on_bad_rows`."""
+def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap, fmt: str | None = None,
+                  skip_unlabelled: bool = False) -> Loaded:
+    """Read and validate a labelled file or folder; bad rows raise or are counted, per `on_bad_rows`.
+
+    `skip_unlabelled` (a review queue): rows whose label is empty are skipped and counted as `unreviewed`.
+    """
     loaded = Loaded()
-    for row in iter_rows(path, cfg.format):
+    for row in iter_rows(path, fmt or cfg.format):
         loaded.read += 1
+        if skip_unlabelled and not row.error and not str(row.data.get(cfg.label_field) or "").strip():
+            loaded.unreviewed += 1
+            continue
         try:
             loaded.rows.append(check_row(row, cfg, labels))
         except DataError as exc:
@@ -84,63 +95,6 @@ def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap) -> Loaded
             if len(loaded.examples) < 20:
                 loaded.examples.append(str(exc))
     return loaded
-
-
-def shingles(text: str, size: int) -> list[bytes]:
-    """Word n-grams of a text, as bytes for MinHash."""
-    words = text.split()
-    if len(words) <= size:
-        return [" ".join(words).encode("utf-8")]
-    return list(dict.fromkeys(" ".join(words[i:i + size]).encode("utf-8") for i in range(len(words) - size + 1)))
-
-
-def _clusters(rows: list[dict[str, Any]], cfg: DedupConfig) -> list[list[int]]:
-    """Groups of row indices that are exact or near duplicates (union-find over LSH candidates)."""
-    parent = list(range(len(rows)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        a, b = find(i), find(j)
-        parent[max(a, b)] = min(a, b)  # the earliest row (train first) is the root
-
-    if cfg.exact:
-        first: dict[str, int] = {}
-        for i, row in enumerate(rows):
-            union(i, first.setdefault(hashlib.sha1(row["text"].encode()).hexdigest(), i))
-    if cfg.near and rows:
-        from datasketch import MinHash, MinHashLSH
-
-        hashes = MinHash.bulk((shingles(r["text"], cfg.shingle_size) for r in rows), num_perm=cfg.num_perm)
-        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
-        for i, mh in enumerate(hashes):
-            for j in lsh.query(mh):
-                if mh.jaccard(hashes[j]) >= cfg.threshold:
-                    union(i, j)
-            lsh.insert(i, mh)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(rows)):
-        groups[find(i)].append(i)
-    return list(groups.values())
-
-
-def deduplicate(rows: list[dict[str, Any]], cfg: DedupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Keep the first row of each duplicate cluster; drop whole clusters whose labels conflict."""
-    kept_idx, conflicts, removed = [], [], 0
-    for members in _clusters(rows, cfg):
-        if len({rows[i]["label"] for i in members}) > 1:
-            conflicts.append([rows[i]["id"] for i in members])
-            continue
-        kept_idx.append(members[0])
-        removed += len(members) - 1
-    kept = [rows[i] for i in sorted(kept_idx)]
-    stats = {"duplicates_removed": removed, "conflict_clusters": len(conflicts),
-             "conflict_rows_removed": sum(len(c) for c in conflicts), "conflict_examples": conflicts[:20]}
-    return kept, stats
 
 
 def check_class_sizes(rows: list[dict[str, Any]], labels: LabelMap, minimum: int) -> None:
@@ -226,6 +180,20 @@ def _load_sources(cfg: Config, labels: LabelMap) -> tuple[list[dict[str, Any]], 
     return rows, {"rows_read": read, "rows_skipped": dict(skipped), "skip_examples": examples[:20]}, files
 
 
+def _load_extra(cfg: Config, labels: LabelMap) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """Rows of `data.sources` (filled review queues, any labelled file), tagged with their path, and per source
+    the rows read, unreviewed (empty label) and skipped (bad rows under `on_bad_rows: skip`)."""
+    rows, stats = [], {}
+    for path in cfg.data.sources:
+        loaded = load_labelled(path, cfg.data, labels, fmt="auto", skip_unlabelled=True)
+        for row in loaded.rows:
+            row[SOURCE_KEY] = path
+            row["_split"] = "train"  # used only with data.split.files; otherwise they are split with the rest
+        rows += loaded.rows
+        stats[path] = {"read": loaded.read, "unreviewed": loaded.unreviewed, "skipped": sum(loaded.skipped.values())}
+    return rows, stats
+
+
 def _paths(path: str | list[str]) -> list[str]:
     return [path] if isinstance(path, str) else list(path)
 
@@ -234,19 +202,24 @@ def prepare(cfg: Config) -> Path:
     """Read, validate, normalise, deduplicate and split; write the splits and data_report.json."""
     labels = load_labels(cfg.labels)
     rows, report, files = _load_sources(cfg, labels)
-    rows, repeated, emptied = _normalise_all(rows, cfg)
+    extra, sources = _load_extra(cfg, labels)
+    rows, repeated, emptied = _normalise_all(rows + extra, cfg)
     rows, dedup = deduplicate(rows, cfg.data.dedup)
+    of_corpus = dedup.pop("duplicates_of_corpus")
     check_class_sizes(rows, labels, cfg.data.min_per_class if not files else 1)
     splits = {s: [r for r in rows if r["_split"] == s] for s in SPLITS} if files else split_rows(rows, cfg.data.split)
     out_dir = Path(cfg.data.processed_dir) / cfg.data.name
     for name, part in splits.items():
-        write_jsonl(out_dir / f"{name}.jsonl", [{k: v for k, v in r.items() if k != "_split"} for r in part])
+        write_jsonl(out_dir / f"{name}.jsonl", [{k: v for k, v in r.items() if not k.startswith("_")} for r in part])
+    added = Counter(r[SOURCE_KEY] for part in splits.values() for r in part if r.get(SOURCE_KEY))
+    for path, stats in sources.items():
+        stats.update(duplicates_of_corpus=of_corpus.get(path, 0), added=added[path])
     report.update({
         "dataset": cfg.data.name, "rows_empty_after_normalisation": emptied, **dedup,
         "rows_kept": sum(len(p) for p in splits.values()),
         "label_counts": {s: {lb: Counter(r["label"] for r in p)[lb] for lb in labels.ids} for s, p in splits.items()},
         "lengths": {s: length_stats(r["text"] for r in p) for s, p in splits.items()},
-        "boilerplate_lines_learned": len(repeated),
+        "boilerplate_lines_learned": len(repeated), "sources": sources,
     })
     (out_dir / BOILERPLATE_FILE).write_text(json.dumps(repeated, ensure_ascii=False, indent=1), encoding="utf-8")
     (out_dir / REPORT_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -1,0 +1,81 @@
+"""Exact and near-duplicate removal (MinHash LSH over word shingles) after normalisation.
+
+Rows that carry `_source` come from an extra labelled source (`data.sources`, e.g. a filled review queue): the
+corpus wins against them, so a source row that duplicates a corpus row is dropped and counted, never the corpus row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from typing import Any
+
+from pipeline.config import DedupConfig
+
+SOURCE_KEY = "_source"  # set on rows of data.sources, holding the source's path
+
+
+def shingles(text: str, size: int) -> list[bytes]:
+    """Word n-grams of a text, as bytes for MinHash."""
+    words = text.split()
+    if len(words) <= size:
+        return [" ".join(words).encode("utf-8")]
+    return list(dict.fromkeys(" ".join(words[i:i + size]).encode("utf-8") for i in range(len(words) - size + 1)))
+
+
+def _clusters(rows: list[dict[str, Any]], cfg: DedupConfig) -> list[list[int]]:
+    """Groups of row indices that are exact or near duplicates (union-find over LSH candidates)."""
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        parent[max(a, b)] = min(a, b)  # the earliest row (train first) is the root
+
+    if cfg.exact:
+        first: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            union(i, first.setdefault(hashlib.sha1(row["text"].encode()).hexdigest(), i))
+    if cfg.near and rows:
+        from datasketch import MinHash, MinHashLSH
+
+        hashes = MinHash.bulk((shingles(r["text"], cfg.shingle_size) for r in rows), num_perm=cfg.num_perm)
+        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+        for i, mh in enumerate(hashes):
+            for j in lsh.query(mh):
+                if mh.jaccard(hashes[j]) >= cfg.threshold:
+                    union(i, j)
+            lsh.insert(i, mh)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(rows)):
+        groups[find(i)].append(i)
+    return list(groups.values())
+
+
+def deduplicate(rows: list[dict[str, Any]], cfg: DedupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Keep the first row of each duplicate cluster; drop whole clusters whose labels conflict.
+
+    In a cluster that holds corpus rows, rows of an extra source (`_source`) are dropped first and counted per
+    source (`duplicates_of_corpus`), whatever their label: the corpus wins.
+    """
+    kept_idx, conflicts, removed, of_corpus = [], [], 0, Counter()
+    for members in _clusters(rows, cfg):
+        corpus = [i for i in members if not rows[i].get(SOURCE_KEY)]
+        if corpus and len(corpus) < len(members):
+            of_corpus.update(rows[i][SOURCE_KEY] for i in members if rows[i].get(SOURCE_KEY))
+            members = corpus
+        if len({rows[i]["label"] for i in members}) > 1:
+            conflicts.append([rows[i]["id"] for i in members])
+            continue
+        kept_idx.append(members[0])
+        removed += len(members) - 1
+    kept = [rows[i] for i in sorted(kept_idx)]
+    stats = {"duplicates_removed": removed, "conflict_clusters": len(conflicts),
+             "conflict_rows_removed": sum(len(c) for c in conflicts), "conflict_examples": conflicts[:20],
+             "duplicates_of_corpus": dict(of_corpus)}
+    return kept, stats
