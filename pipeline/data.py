@@ -23,6 +23,7 @@ from pipeline.text import Normalizer, find_repeated_lines, join_fields
 SPLITS = ("train", "validation", "test")
 REPORT_FILE = "data_report.json"
 BOILERPLATE_FILE = "boilerplate_lines.json"
+LABELS_FIELD = "labels"  # every applicable label, the primary first
 
 
 @dataclass
@@ -40,8 +41,29 @@ def stable_id(text: str) -> str:
     return "sha1-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap) -> dict[str, Any]:
-    """Validate one raw row into {id, text, label, ...}; raise DataError naming file, line and field."""
+def check_labels(value: Any, label: str, where: str, labels: LabelMap) -> list[str]:
+    """A row's `labels` list, mapped through `labels.map`, primary first, without repeats; DataError otherwise."""
+    field_name = f"{where}: field '{LABELS_FIELD}'"
+    if not isinstance(value, list):
+        raise DataError(f"{field_name}: expected a list of labels, got {type(value).__name__}", "bad_labels")
+    if not value:
+        raise DataError(f"{field_name}: empty list; it holds every applicable label, the primary one first",
+                        "bad_labels")
+    mapped = []
+    for item in value:
+        resolved = labels.resolve(str(item).strip())
+        if resolved is None:
+            raise DataError(f"{field_name}: label '{item}' is not in the label set ({', '.join(labels.ids)}); "
+                            "map it with labels.map", "bad_labels")
+        mapped.append(resolved)
+    return [label] + [x for x in dict.fromkeys(mapped) if x != label]
+
+
+def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap, multi: bool = False) -> dict[str, Any]:
+    """Validate one raw row into {id, text, label, ...}; raise DataError naming file, line and field.
+
+    A carried (or, in multi-label mode, any) `labels` field must be a non-empty list of known labels; in
+    multi-label mode a row without one gets `[label]`."""
     if row.error:
         raise DataError(f"{row.where}: {row.error.replace('_', ' ')} ({row.detail})", row.error)
     data = row.data
@@ -64,19 +86,21 @@ def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap) -> dict[str, Any]:
     for name in cfg.extra_fields:
         if data.get(name) is not None:
             out[name] = data[name]
-    if isinstance(out.get("labels"), list):
-        mapped = [labels.resolve(str(x)) for x in out["labels"]]
-        out["labels"] = [label] + [x for x in dict.fromkeys(mapped) if x and x != label]
+    if multi or LABELS_FIELD in cfg.extra_fields:
+        if data.get(LABELS_FIELD) is not None:
+            out[LABELS_FIELD] = check_labels(data[LABELS_FIELD], label, row.where, labels)
+        elif multi:
+            out[LABELS_FIELD] = [label]
     return out
 
 
-def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap) -> Loaded:
+def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap, multi: bool = False) -> Loaded:
     """Read and validate a labelled file or folder; bad rows raise or are counted, per `on_bad_rows`."""
     loaded = Loaded()
     for row in iter_rows(path, cfg.format):
         loaded.read += 1
         try:
-            loaded.rows.append(check_row(row, cfg, labels))
+            loaded.rows.append(check_row(row, cfg, labels, multi))
         except DataError as exc:
             if cfg.on_bad_rows == "error":
                 raise
@@ -216,7 +240,7 @@ def _load_sources(cfg: Config, labels: LabelMap) -> tuple[list[dict[str, Any]], 
     sources = [(s, files[s]) for s in SPLITS if s in files] if files else [(None, p) for p in _paths(cfg.data.path)]
     rows, read, skipped, examples = [], 0, Counter(), []
     for split, path in sources:
-        loaded = load_labelled(path, cfg.data, labels)
+        loaded = load_labelled(path, cfg.data, labels, cfg.labels.mode == "multi")
         read += loaded.read
         skipped.update(loaded.skipped)
         examples += loaded.examples

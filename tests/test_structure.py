@@ -11,9 +11,9 @@ from helpers import ROOT, write_jsonl
 
 # A module imports only from modules before it (lazy imports inside functions count too).
 LAYERS = ["errors", "files", "jobs", "distributed", "yamlio", "config", "redact", "text", "labels", "readers",
-          "sinks", "data", "metrics", "card", "artifacts", "model", "runtime", "autoruntime", "backbone", "tracking",
-          "runs", "baseline", "finetune", "train", "scoring", "evaluate", "pyfunc_model", "predict", "spark",
-          "cli_predict", "cli_loop", "cli"]
+          "sinks", "data", "metrics", "multilabel", "card", "artifacts", "model", "runtime", "autoruntime", "backbone",
+          "tracking", "runs", "baseline", "finetune", "train", "scoring", "evaluate", "pyfunc_model", "predict",
+          "spark", "cli_predict", "cli_loop", "cli"]
 PACKAGE = ROOT / "pipeline"
 
 
