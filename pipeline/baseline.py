@@ -24,7 +24,7 @@ from pipeline.data import SPLITS, load_split
 from pipeline.jobs import exclusive
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
-from pipeline.multilabel import calibrated_multilabel, label_sets, multi_hot, primary_probs, sigmoid
+from pipeline.multilabel import calibrated_multilabel, label_sets, multi_hot, sigmoid
 from pipeline.runs import RunResult, finish_run
 from pipeline.tracking import Tracker, run_tags
 
@@ -85,7 +85,7 @@ def select(cfg: Config, labels: LabelMap, train: list[dict], val: list[dict]) ->
     for c in cfg.baseline.C:
         pipe = build(cfg.baseline, c, len(train), cfg.train.seed, multi).fit(x_tr, y_tr)
         lg = full_logits(pipe, [r["text"] for r in val], len(labels))
-        probs = primary_probs(sigmoid(lg)) if multi else softmax(lg)
+        probs = sigmoid(lg) if multi else softmax(lg)
         f1 = classification_metrics(y_val, probs, list(labels.ids))["macro_f1"]
         trials.append({"C": c, "val_macro_f1": f1})
         if best is None or f1 > best[1]:

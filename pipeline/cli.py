@@ -56,9 +56,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def _summary(name: str, metrics: dict) -> str:
     test = metrics["test"]
-    return (f"{name}: test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
+    line = (f"{name}: test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
             f"weighted-F1 {test['weighted_f1']:.3f}, ECE {test['ece']:.3f} "
             f"(uncalibrated {test['ece_uncalibrated']:.3f})")
+    return line + (_multi_line(test) if "multilabel_micro_f1" in test else "")
+
+
+def _multi_line(m: dict) -> str:
+    return (f"\nall labels: micro-F1 {m['multilabel_micro_f1']:.3f}, macro-F1 {m['multilabel_macro_f1']:.3f}, "
+            f"subset accuracy {m['subset_accuracy']:.3f}, Hamming loss {m['hamming_loss']:.3f}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -90,6 +96,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out, m = evaluate(args.model, args.data, args.output, batch_size=args.batch_size)
     print(f"{m['n']} rows: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
           f"weighted-F1 {m['weighted_f1']:.3f}, ECE {m['ece']:.3f}")
+    if "multilabel_micro_f1" in m:
+        print(_multi_line(m).lstrip("\n"))
     print(f"wrote {out}/{{metrics.json,classification_report.txt,confusion_matrix.png,errors.csv}}")
     return 0
 

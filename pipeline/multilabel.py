@@ -69,17 +69,12 @@ def predicted_sets(probs: np.ndarray, thresholds: dict[str, float] | None, names
     return [[names[j] for j in np.argsort(-p, kind="stable") if on[j]] for p, on in zip(probs, pred, strict=True)]
 
 
-def primary_probs(probs: np.ndarray) -> np.ndarray:
-    """Sigmoid probabilities scaled to sum to one per row: a distribution over the primary label (same argmax)."""
-    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
-    return probs / probs.sum(axis=1, keepdims=True)
-
-
 def multilabel_metrics(y: np.ndarray, y_true: np.ndarray, probs: np.ndarray, thresholds: dict[str, float] | None,
                        names: Sequence[str]) -> dict[str, Any]:
-    """The primary-label metrics under single mode's keys (argmax against `label`; ECE and log loss on
-    `primary_probs`), plus the label-set metrics: micro/macro F1, subset accuracy, Hamming loss, per label."""
-    metrics = classification_metrics(y, primary_probs(probs), list(names))
+    """The primary-label metrics under single mode's keys (argmax against `label`; ECE of the top label's sigmoid
+    probability, the predictor's `confidence`; log loss of the probabilities scaled to sum to one), plus the
+    label-set metrics: micro/macro F1, subset accuracy, Hamming loss, per label."""
+    metrics = classification_metrics(y, probs, list(names))
     pred = predict_multi_hot(probs, thresholds, names)
     empty = not len(y)
     zeros = np.zeros(len(names))
