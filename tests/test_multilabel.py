@@ -308,7 +308,8 @@ def test_transformer_multi_label_trains_with_bce_and_predicts_labels(tmp_path, t
     assert (out / "thresholds.json").is_file() and json.loads((out / "calibration.json").read_text())[
         "temperature"] == 1.0
     test = result.metrics["test"]
-    assert {"multilabel_micro_f1", "subset_accuracy", "per_label"} <= set(test) and test["accuracy"] >= 0.5
+    assert {"multilabel_micro_f1", "subset_accuracy", "per_label"} <= set(test)
+    assert test["accuracy"] >= 0.7 and test["multilabel_micro_f1"] >= 0.8  # 0.846 and 0.938 when written
     assert "val_multilabel_micro_f1" in {k.replace("eval_", "val_") for h in result.metrics["history"] for k in h}
     dump = tmp_path / "o.jsonl"
     assert main(["predict", "--model", str(out), "--input", str(_dump(tmp_path)), "--output", str(dump), "--quiet",
