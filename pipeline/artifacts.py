@@ -48,14 +48,18 @@ RUN_ARTIFACTS = (CONFIG_FILE, CARD_FILE, "labels.json", REPORT_FILE, REPORT_TXT,
 
 
 def run_name(cfg: Config, kind: str) -> str:
-    """The run's name, which is also its model directory's name under `output_dir`."""
+    """The run's name, which is also its model directory's name under `output_dir`; a multi-label run's ends in
+    `-multi`, so it never replaces the single-label model of the same config."""
     if kind == "baseline":
-        return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
-    if cfg.tracking.run_name:
-        return cfg.tracking.run_name
-    backbone = Path(cfg.model.name_or_path.rstrip("/")).name
-    return (f"{cfg.name}-{backbone}-{cfg.model.long_text}{cfg.model.max_length}"
-            f"-lr{cfg.train.learning_rate:g}-ep{cfg.train.epochs:g}")
+        name = f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
+    elif cfg.tracking.run_name:
+        name = cfg.tracking.run_name
+    else:
+        backbone = Path(cfg.model.name_or_path.rstrip("/")).name
+        name = (f"{cfg.name}-{backbone}-{cfg.model.long_text}{cfg.model.max_length}"
+                f"-lr{cfg.train.learning_rate:g}-ep{cfg.train.epochs:g}")
+    multi = cfg.labels.mode == "multi" and not name.endswith("-multi")
+    return f"{name}-multi" if multi else name
 
 
 def model_dir(cfg: Config, kind: str) -> Path:

@@ -54,11 +54,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(name: str, metrics: dict) -> str:
+def _summary(name: str, metrics: dict, suffix: str = "") -> str:
     test = metrics["test"]
     line = (f"{name}: test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
             f"weighted-F1 {test['weighted_f1']:.3f}, ECE {test['ece']:.3f} "
-            f"(uncalibrated {test['ece_uncalibrated']:.3f})")
+            f"(uncalibrated {test['ece_uncalibrated']:.3f}){suffix}")
     return line + (_multi_line(test) if "multilabel_micro_f1" in test else "")
 
 
@@ -84,7 +84,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from pipeline.baseline import train_baseline
 
     result = train_baseline(_cfg(args))
-    print(_summary("baseline", result.metrics) + f", C={result.metrics['baseline']['C']}")
+    print(_summary("baseline", result.metrics, f", C={result.metrics['baseline']['C']}"))
     print(f"model directory: {result.model_dir}")
     return 0
 

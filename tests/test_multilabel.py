@@ -316,3 +316,13 @@ def test_transformer_multi_label_trains_with_bce_and_predicts_labels(tmp_path, t
                  "--runtime", "torch"]) == 0
     rows = [json.loads(x) for x in dump.read_text(encoding="utf-8").splitlines()]
     assert all(r["labels"][0] == r["label"] for r in rows if r["label"])
+
+
+def test_a_multi_label_run_has_its_own_name_and_directory():
+    from pipeline.artifacts import run_name
+
+    single, multi = load_config(), load_config(overrides=["labels.mode=multi"])
+    assert run_name(multi, "baseline") == run_name(single, "baseline") + "-multi"
+    assert run_name(multi, "transformer") == run_name(single, "transformer") + "-multi"
+    named = load_config(overrides=["labels.mode=multi", "tracking.run_name=mine-multi"])
+    assert run_name(named, "transformer") == "mine-multi"
