@@ -175,6 +175,8 @@ def test_baseline_learns_the_secondary_labels(baseline_multi):
     assert json.loads((result.model_dir / "calibration.json").read_text())["temperature"] == 1.0
     report = (result.model_dir / "classification_report.txt").read_text()
     assert "primary label" in report and "samples avg" in report
+    card = (result.model_dir / "README.md").read_text(encoding="utf-8")
+    assert "| all labels: micro-F1 |" in card and "`thresholds.json`" in card
 
 
 def test_baseline_scorer_gives_sigmoid_probabilities(baseline_multi):
