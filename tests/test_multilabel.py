@@ -275,6 +275,17 @@ def test_a_multi_label_model_without_thresholds_is_refused(baseline_multi, tmp_p
         load_scorer(copy)
 
 
+def test_spark_refuses_a_multi_label_model_before_starting(baseline_multi, tmp_path):
+    from pipeline.errors import ModelError
+    from pipeline.spark import SparkJob, predict_spark
+
+    _cfg, result = baseline_multi
+    job = SparkJob(model=str(result.model_dir), input=str(_dump(tmp_path)), output=str(tmp_path / "out"))
+    with pytest.raises(ModelError, match=r"multi-label model; --engine spark does not write `labels` yet"):
+        predict_spark(job)
+    assert not (tmp_path / "out").exists()
+
+
 def test_pyfunc_returns_labels(baseline_multi):
     from pipeline.pyfunc_model import NewsClassifier
 
