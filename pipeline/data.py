@@ -16,14 +16,13 @@ import numpy as np
 from pipeline.config import Config, DataConfig, DedupConfig, SplitConfig
 from pipeline.errors import DataError
 from pipeline.files import sha256
-from pipeline.labels import LabelMap, load_labels
+from pipeline.labels import LABELS_FIELD, LabelMap, check_labels, load_labels
 from pipeline.readers import RawRow, iter_rows, read_jsonl, write_jsonl
 from pipeline.text import Normalizer, find_repeated_lines, join_fields
 
 SPLITS = ("train", "validation", "test")
 REPORT_FILE = "data_report.json"
 BOILERPLATE_FILE = "boilerplate_lines.json"
-LABELS_FIELD = "labels"  # every applicable label, the primary first
 
 
 @dataclass
@@ -39,24 +38,6 @@ class Loaded:
 def stable_id(text: str) -> str:
     """An id derived from the content, the same on every run."""
     return "sha1-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def check_labels(value: Any, label: str, where: str, labels: LabelMap) -> list[str]:
-    """A row's `labels` list, mapped through `labels.map`, primary first, without repeats; DataError otherwise."""
-    field_name = f"{where}: field '{LABELS_FIELD}'"
-    if not isinstance(value, list):
-        raise DataError(f"{field_name}: expected a list of labels, got {type(value).__name__}", "bad_labels")
-    if not value:
-        raise DataError(f"{field_name}: empty list; it holds every applicable label, the primary one first",
-                        "bad_labels")
-    mapped = []
-    for item in value:
-        resolved = labels.resolve(str(item).strip())
-        if resolved is None:
-            raise DataError(f"{field_name}: label '{item}' is not in the label set ({', '.join(labels.ids)}); "
-                            "map it with labels.map", "bad_labels")
-        mapped.append(resolved)
-    return [label] + [x for x in dict.fromkeys(mapped) if x != label]
 
 
 def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap, multi: bool = False) -> dict[str, Any]:
@@ -87,7 +68,7 @@ def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap, multi: bool = Fals
         if data.get(name) is not None:
             out[name] = data[name]
     if multi or LABELS_FIELD in cfg.extra_fields:
-        if data.get(LABELS_FIELD) is not None:
+        if data.get(LABELS_FIELD) not in (None, ""):  # an empty CSV cell: no list
             out[LABELS_FIELD] = check_labels(data[LABELS_FIELD], label, row.where, labels)
         elif multi:
             out[LABELS_FIELD] = [label]

@@ -90,6 +90,16 @@ def test_labels_are_mapped_primary_first_and_default_to_the_label_in_multi_mode(
     assert single[0]["labels"] == ["security_operation", "recruitment"] and "labels" not in single[1]
 
 
+def test_csv_labels_are_a_json_array_and_an_empty_cell_is_none(tmp_path):
+    path = tmp_path / "x.csv"
+    pd.DataFrame({"text": ["نص", "نص آخر", "نص ثالث"], "label": ["arrests", "other", "other"],
+                  "labels": ['["arrests", "recruitment"]', "", "other|recruitment"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"x\.csv:4: field 'labels': expected a list of labels, got str"):
+        load_labelled(path, DataConfig(), LABELS, True)
+    rows = load_labelled(path, DataConfig(on_bad_rows="skip"), LABELS, True).rows
+    assert [r["labels"] for r in rows] == [["security_operation", "recruitment"], ["other"]]
+
+
 def test_labels_mode_is_checked_and_saved(baseline_multi):
     from pipeline.errors import ConfigError
 
