@@ -3,9 +3,9 @@
 A directory holds the weights of its kind (`model.safetensors` and tokenizer files for a transformer, written by
 `model.save_model`; `model.joblib` for the TF-IDF baseline), `model_info.json` (the kind marker and the weights'
 hash), `labels.json`, `pipeline.yaml` (the resolved config), the learned boilerplate lines, the data report,
-`calibration.json`, `metrics.json`, `token_audit.json`, `training_profile.json` (for `pipeline drift`), the model
-card `README.md`, and the test evaluation (report, confusion matrix, errors). What may be shared (`pipeline.yaml`,
-the card) carries no credentials and no home path.
+`calibration.json`, `thresholds.json` (multi-label mode), `metrics.json`, `token_audit.json`,
+`training_profile.json` (for `pipeline drift`), the model card `README.md`, and the test evaluation (report,
+confusion matrix, errors). What may be shared (`pipeline.yaml`, the card) carries no credentials and no home path.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pipeline.errors import ModelError
 from pipeline.files import sha256
 from pipeline.labels import LabelMap
 from pipeline.metrics import classification_metrics, plot_confusion, report_text
+from pipeline.multilabel import label_sets, multi_hot, multilabel_metrics, multilabel_report, predicted_sets
 from pipeline.redact import public_dump
 from pipeline.uncertainty import bootstrap_intervals
 
@@ -34,6 +35,7 @@ CARD_FILE = "README.md"
 INFO_FILE = "model_info.json"
 METRICS_FILE = "metrics.json"
 CALIBRATION_FILE = "calibration.json"
+THRESHOLDS_FILE = "thresholds.json"  # multi-label mode: per-label probability cut-offs tuned on validation
 TOKEN_AUDIT_FILE = "token_audit.json"
 REPORT_TXT = "classification_report.txt"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -47,21 +49,25 @@ MEMBERS_DIR = "members"  # an ensemble's member model directories (hard links wh
 WEIGHTS = {"transformer": "model.safetensors", "baseline": "model.joblib", "ensemble": "stack.joblib"}
 # what a tracked run logs as artifacts (no weights, no checkpoints: the logged model carries those)
 RUN_ARTIFACTS = (CONFIG_FILE, CARD_FILE, "labels.json", REPORT_FILE, REPORT_TXT, CONFUSION_PNG, ERRORS_CSV,
-                 CALIBRATION_FILE, METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json", ENSEMBLE_FILE,
+                 CALIBRATION_FILE, THRESHOLDS_FILE, METRICS_FILE, TOKEN_AUDIT_FILE, "backbone.json", ENSEMBLE_FILE,
                  PROFILE_FILE)
 
 
 def run_name(cfg: Config, kind: str) -> str:
-    """The run's name, which is also its model directory's name under `output_dir`."""
+    """The run's name, which is also its model directory's name under `output_dir`; a multi-label run's ends in
+    `-multi`, so it never replaces the single-label model of the same config."""
     if kind == "baseline":
-        return f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
-    if kind == "ensemble":
-        return f"{cfg.data.name}-ensemble"
-    if cfg.tracking.run_name:
-        return cfg.tracking.run_name
-    backbone = Path(cfg.model.name_or_path.rstrip("/")).name
-    return (f"{cfg.name}-{backbone}-{cfg.model.long_text}{cfg.model.max_length}"
-            f"-lr{cfg.train.learning_rate:g}-ep{cfg.train.epochs:g}")
+        name = f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
+    elif kind == "ensemble":
+        name = f"{cfg.data.name}-ensemble"
+    elif cfg.tracking.run_name:
+        name = cfg.tracking.run_name
+    else:
+        backbone = Path(cfg.model.name_or_path.rstrip("/")).name
+        name = (f"{cfg.name}-{backbone}-{cfg.model.long_text}{cfg.model.max_length}"
+                f"-lr{cfg.train.learning_rate:g}-ep{cfg.train.epochs:g}")
+    multi = cfg.labels.mode == "multi" and not name.endswith("-multi")
+    return f"{name}-multi" if multi else name
 
 
 def model_dir(cfg: Config, kind: str) -> Path:
@@ -75,8 +81,11 @@ def _write_json(path: Path, data: Any) -> None:
 
 def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metrics: dict[str, Any],
                     temperature: float, save_weights: Callable[[Path], None],
-                    extra: dict[str, Any] | None = None, run_id: str | None = None) -> None:
-    """Every file of a model directory but the test evaluation; `model_info.json` last, once the rest is there."""
+                    extra: dict[str, Any] | None = None, run_id: str | None = None,
+                    thresholds: dict[str, float] | None = None) -> None:
+    """Every file of a model directory but the test evaluation; `model_info.json` last, once the rest is there.
+
+    `thresholds` (multi-label mode) are the per-label cut-offs the predictor applies."""
     if kind not in WEIGHTS:
         raise ModelError(f"unknown model kind '{kind}'")
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +98,9 @@ def write_model_dir(out: Path, *, kind: str, cfg: Config, labels: LabelMap, metr
     val = metrics.get("validation", {})
     _write_json(out / CALIBRATION_FILE, {"temperature": temperature, "fitted_on": "validation",
                                          "ece_before": val.get("ece_uncalibrated"), "ece_after": val.get("ece")})
+    if thresholds is not None:
+        _write_json(out / THRESHOLDS_FILE, {"thresholds": thresholds, "fitted_on": "validation",
+                                            "rule": "each label's F1 on validation is maximised"})
     _write_json(out / METRICS_FILE, metrics)
     if "token_audit" in metrics:
         _write_json(out / TOKEN_AUDIT_FILE, metrics["token_audit"])
@@ -182,16 +194,34 @@ def read_temperature(directory: str | Path) -> float:
     return float(json.loads(path.read_text())["temperature"]) if path.is_file() else 1.0
 
 
+def read_thresholds(directory: str | Path) -> dict[str, float] | None:
+    """The per-label thresholds of a multi-label model (None for a single-label one)."""
+    path = Path(directory) / THRESHOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return {str(k): float(v) for k, v in json.loads(path.read_text(encoding="utf-8"))["thresholds"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{path}: unreadable thresholds ({exc})") from None
+
+
 def write_evaluation(out: Path, rows: list[dict[str, Any]], y: np.ndarray, probs: np.ndarray, labels: LabelMap,
-                     title: str = "test", metrics_file: bool = True) -> dict[str, Any]:
-    """Metrics, text report, confusion matrix and misclassified examples for one labelled set."""
+                     title: str = "test", metrics_file: bool = True,
+                     thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Metrics, text report, confusion matrix and misclassified examples for one labelled set; with `thresholds`
+    (a multi-label model) the label-set metrics too, the rows' `labels` lists as the truth."""
     out.mkdir(parents=True, exist_ok=True)
     names = list(labels.ids)
-    metrics = classification_metrics(y, probs, names)
+    if thresholds is None:
+        metrics, report = classification_metrics(y, probs, names), report_text(y, probs, names)
+    else:
+        y_true = multi_hot(label_sets(rows), names)
+        metrics = multilabel_metrics(y, y_true, probs, thresholds, names)
+        report = multilabel_report(y, y_true, probs, thresholds, names)
     if metrics_file:  # an evaluation of its own (a training run's test metrics carry theirs already)
         metrics["intervals"] = bootstrap_intervals(y, probs.argmax(axis=1), names)
         _write_json(out / METRICS_FILE, metrics)
-    (out / REPORT_TXT).write_text(report_text(y, probs, names), encoding="utf-8")
+    (out / REPORT_TXT).write_text(report, encoding="utf-8")
     plot_confusion(metrics["confusion_matrix"], names, out / CONFUSION_PNG, title)
     write_errors(out / ERRORS_CSV, rows, y, probs, names)
     return metrics
@@ -223,6 +253,10 @@ class Scorer:
         self.labels = LabelMap.load(directory)
         self.normalise = Normalizer(self.cfg.text, read_boilerplate(directory))
         self.temperature = read_temperature(directory)
+        self.multi = self.cfg.labels.mode == "multi"
+        self.thresholds = read_thresholds(directory) if self.multi else None
+        if self.multi and self.thresholds is None:
+            raise ModelError(f"{directory}: a multi-label model without {THRESHOLDS_FILE}")
 
     @property
     def transformer(self) -> Scorer | None:
@@ -230,8 +264,16 @@ class Scorer:
         return self if self.kind == "transformer" else None
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities for normalised texts, and per text its length in model units (tokens)."""
+        """Probabilities for normalised texts (per-label sigmoid ones in multi-label mode), and per text its length
+        in model units (tokens)."""
         raise NotImplementedError
+
+    def label_sets(self, probs: np.ndarray) -> list[list[str]]:
+        """Per row its labels, the primary (argmax) first: with a multi-label model every label at or above its
+        threshold, else the argmax alone."""
+        if not self.multi:
+            return [[self.labels.ids[j]] for j in np.asarray(probs).argmax(axis=1)] if len(probs) else []
+        return predicted_sets(probs, self.thresholds, list(self.labels.ids))
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Probabilities for raw texts (normalised here exactly as in training)."""

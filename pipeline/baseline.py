@@ -1,4 +1,8 @@
-"""TF-IDF (character and word n-grams) + a linear model: the bar every transformer run must beat."""
+"""TF-IDF (character and word n-grams) + a linear model: the bar every transformer run must beat.
+
+In multi-label mode (`labels.mode: multi`) the same linear model runs one-vs-rest, one binary model per label: its
+decision values are per-label log-odds, whose sigmoid is the label's probability; the primary label is their argmax.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
@@ -28,6 +33,7 @@ from pipeline.data import SPLITS, load_split, splits_sha256
 from pipeline.jobs import exclusive
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
+from pipeline.multilabel import calibrated_multilabel, label_sets, multi_hot, sigmoid
 from pipeline.runs import RunResult, finish_run
 from pipeline.tracking import Tracker, run_tags
 from pipeline.uncertainty import paired_test
@@ -35,8 +41,9 @@ from pipeline.uncertainty import paired_test
 KIND = "baseline"
 
 
-def build(cfg: BaselineConfig, c: float, n_docs: int, seed: int) -> Pipeline:
-    """TF-IDF union (char_wb + word n-grams, sublinear tf) feeding a class-weighted linear model."""
+def build(cfg: BaselineConfig, c: float, n_docs: int, seed: int, multi: bool = False) -> Pipeline:
+    """TF-IDF union (char_wb + word n-grams, sublinear tf) feeding a class-weighted linear model (one-vs-rest,
+    one binary model per label, in multi-label mode)."""
     min_df = cfg.min_df if n_docs >= 200 else 1  # tiny corpora have no repeated rare n-grams
     features = FeatureUnion([
         ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=cfg.char_ngrams, sublinear_tf=True,
@@ -47,7 +54,17 @@ def build(cfg: BaselineConfig, c: float, n_docs: int, seed: int) -> Pipeline:
     weight = "balanced" if cfg.class_weight == "balanced" else None
     clf = (LogisticRegression(C=c, class_weight=weight, max_iter=3000, random_state=seed)
            if cfg.classifier == "logreg" else LinearSVC(C=c, class_weight=weight, random_state=seed))
-    return Pipeline([("tfidf", features), ("clf", clf)])
+    return Pipeline([("tfidf", features), ("clf", OneVsRestClassifier(clf) if multi else clf)])
+
+
+def multi_logits(pipe: Pipeline, texts: list[str]) -> np.ndarray:
+    """Per-label log-odds (SVM margins) of a one-vs-rest model; a label that training never (always) saw is
+    impossible (certain)."""
+    out = np.asarray(pipe.decision_function(texts), dtype=float).reshape(len(texts), -1)
+    for j, est in enumerate(pipe.named_steps["clf"].estimators_):
+        if not hasattr(est, "coef_"):  # sklearn's constant predictor for a label without both classes
+            out[:, j] = 1e4 if np.ravel(est.y_)[0] else -1e4
+    return out
 
 
 def logits(pipe: Pipeline, texts: list[str]) -> np.ndarray:
@@ -58,7 +75,10 @@ def logits(pipe: Pipeline, texts: list[str]) -> np.ndarray:
 
 
 def full_logits(pipe: Pipeline, texts: list[str], n_labels: int) -> np.ndarray:
-    """Logits over the whole label set, even for labels absent from training."""
+    """Logits over the whole label set, even for labels absent from training (per-label log-odds for a
+    one-vs-rest model)."""
+    if isinstance(pipe.named_steps["clf"], OneVsRestClassifier):
+        return multi_logits(pipe, texts)
     raw = logits(pipe, texts)
     out = np.full((len(texts), n_labels), -1e4)
     out[:, pipe.classes_] = raw if raw.ndim == 2 else np.stack([-raw, raw], axis=1)
@@ -66,12 +86,16 @@ def full_logits(pipe: Pipeline, texts: list[str], n_labels: int) -> np.ndarray:
 
 
 def select(cfg: Config, labels: LabelMap, train: list[dict], val: list[dict]) -> tuple[Pipeline, dict[str, Any]]:
-    """Fit one model per C and keep the best by validation macro-F1."""
+    """Fit one model per C and keep the best by validation macro-F1 (of the primary label, in multi-label mode)."""
+    multi = cfg.labels.mode == "multi"
     x_tr, y_tr, y_val = [r["text"] for r in train], labels.encode(train), labels.encode(val)
+    if multi:
+        y_tr = multi_hot(label_sets(train), labels.ids)
     best, trials = None, []
     for c in cfg.baseline.C:
-        pipe = build(cfg.baseline, c, len(train), cfg.train.seed).fit(x_tr, y_tr)
-        probs = softmax(full_logits(pipe, [r["text"] for r in val], len(labels)))
+        pipe = build(cfg.baseline, c, len(train), cfg.train.seed, multi).fit(x_tr, y_tr)
+        lg = full_logits(pipe, [r["text"] for r in val], len(labels))
+        probs = sigmoid(lg) if multi else softmax(lg)
         f1 = classification_metrics(y_val, probs, list(labels.ids))["macro_f1"]
         trials.append({"C": c, "val_macro_f1": f1})
         if best is None or f1 > best[1]:
@@ -94,14 +118,22 @@ def _train_baseline(cfg: Config, tracker: Tracker, out: Path) -> RunResult:
         started = time.time()
         pipe, chosen = select(cfg, labels, splits["train"], splits["validation"])
         scored = {s: full_logits(pipe, [r["text"] for r in splits[s]], len(labels)) for s in ("validation", "test")}
-        metrics, temp, probs = calibrated_metrics({s: partial(softmax, lg) for s, lg in scored.items()},
-                                                  {s: labels.encode(splits[s]) for s in scored}, list(labels.ids))
+        y = {s: labels.encode(splits[s]) for s in scored}
+        thresholds = None
+        if cfg.labels.mode == "multi":  # no temperature: per-label thresholds, tuned on validation, decide
+            y_true = {s: multi_hot(label_sets(splits[s]), labels.ids) for s in scored}
+            metrics, thresholds, probs = calibrated_multilabel({s: partial(sigmoid, lg) for s, lg in scored.items()},
+                                                               y, y_true, list(labels.ids))
+            temp = 1.0
+        else:
+            metrics, temp, probs = calibrated_metrics({s: partial(softmax, lg) for s, lg in scored.items()}, y,
+                                                      list(labels.ids))
         metrics["baseline"] = chosen
         metrics["train_seconds"] = round(time.time() - started, 1)
         tracker.log_metrics({"baseline_C": chosen["C"]})
         return finish_run(tracker, out, kind=KIND, cfg=cfg, labels=labels, metrics=metrics,
                           temperature=temp, save_weights=partial(save_baseline, pipe), test_rows=splits["test"],
-                          test_probs=probs["test"],
+                          test_probs=probs["test"], thresholds=thresholds,
                           extra={BASELINE_FILE: {"kind": "tfidf", "classifier": cfg.baseline.classifier, **chosen}})
 
 
@@ -115,10 +147,12 @@ class BaselineScorer(Scorer):
         self.pipe = load_baseline(directory)
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities for normalised texts, and their word counts."""
+        """Calibrated probabilities (per-label sigmoid ones for a multi-label model) for normalised texts, and
+        their word counts."""
         if not texts:
             return np.zeros((0, len(self.labels))), np.zeros(0, dtype=int)
-        probs = softmax(full_logits(self.pipe, texts, len(self.labels)), self.temperature)
+        lg = full_logits(self.pipe, texts, len(self.labels))
+        probs = sigmoid(lg, self.temperature) if self.multi else softmax(lg, self.temperature)
         return probs, np.asarray([len(t.split()) for t in texts])
 
 

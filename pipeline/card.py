@@ -108,6 +108,9 @@ def pipeline_needs(f: CardFacts) -> list[str]:
         needs.append(f"an article longer than {cfg.model.max_length} tokens is read as {how}")
     if abs(f.temperature - 1.0) > 1e-6:
         needs.append(f"confidences are calibrated with temperature {f.temperature:.3f} (fitted on validation)")
+    if cfg.labels.mode == "multi":
+        needs.append("multi-label: a sigmoid per label, and an article's labels are those at or above their "
+                     "per-label thresholds (`thresholds.json`, tuned on validation), the argmax always among them")
     return needs
 
 
@@ -165,7 +168,10 @@ def _results(f: CardFacts) -> list[str]:
              "| metric | value |", "|---|---:|"]
     lines += [f"| {name} | {test[key]:.3f}{_ci(ci.get(key))} |" for key, name in (
         ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("weighted_f1", "weighted-F1"),
-        ("ece", "ECE (calibrated)"), ("ece_uncalibrated", "ECE (uncalibrated)")) if key in test]
+        ("ece", "ECE (calibrated)"), ("ece_uncalibrated", "ECE (uncalibrated)"),
+        ("multilabel_micro_f1", "all labels: micro-F1"), ("multilabel_macro_f1", "all labels: macro-F1"),
+        ("subset_accuracy", "all labels: subset accuracy"), ("hamming_loss", "all labels: Hamming loss"))
+        if key in test]
     lines += ["", "| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     lines += [f"| `{lb}` | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f}"
               f"{_ci(ci.get('per_class_f1', {}).get(lb))} | {c['support']} |"

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.cli_args import cfg_of, config_args
+from pipeline.cli_args import cfg_of, config_args, multi_line
 from pipeline.cli_loop import COMMANDS as LOOP_COMMANDS
 from pipeline.cli_models import COMMANDS as MODEL_COMMANDS
 from pipeline.cli_predict import COMMANDS as PREDICT_COMMANDS
@@ -58,6 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f" to {v['macro_f1_diff_interval'][1]:+.3f}, paired bootstrap p = {v['p_bootstrap']:.3f}); "
               f"{v['only_a_right']} rows only this model got right, {v['only_b_right']} only the other "
               f"(McNemar p = {v['p_mcnemar']:.3f})")
+    if "multilabel_micro_f1" in m:
+        print(multi_line(m).lstrip("\n"))
     print(f"wrote {out}/{{metrics.json,classification_report.txt,confusion_matrix.png,errors.csv}}")
     return 0
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.cli_args import cfg_of, config_args
+from pipeline.cli_args import cfg_of, config_args, summary
 from pipeline.config import Config
 
 if TYPE_CHECKING:
@@ -20,13 +20,6 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="continue from the last complete checkpoint of a run that stopped (= train.resume=true)")
 
 
-def _summary(name: str, metrics: dict) -> str:
-    test = metrics["test"]
-    return (f"{name}: test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
-            f"weighted-F1 {test['weighted_f1']:.3f}, ECE {test['ece']:.3f} "
-            f"(uncalibrated {test['ece_uncalibrated']:.3f})")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a transformer on the prepared splits; write models/<run_name>/."""
     from pipeline.train import train
@@ -35,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = _self_train(cfg, "transformer") if cfg.train.unlabelled else train(cfg)
     if not result.metrics:  # a torchrun rank other than 0: rank 0 reports
         return 0
-    print(_summary("fine-tuned", result.metrics))
+    print(summary("fine-tuned", result.metrics))
     print(f"model directory: {result.model_dir}")
     if cfg.train.ensemble_with_baseline:
         from pipeline.artifacts import model_dir
@@ -63,7 +56,7 @@ def _ensemble(cfg: Config, members: list) -> None:
     info = result.metrics["ensemble"]
     print(info.get("note") or f"stacked: {info['combiner']} (validation macro-F1, cross-validated: "
           f"{info['chosen_val_macro_f1']:.3f}; best member {info['best_member_val_macro_f1']:.3f})")
-    print(_summary("ensemble", result.metrics))
+    print(summary("ensemble", result.metrics))
     print(f"model directory: {result.model_dir}")
 
 
@@ -102,7 +95,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     cfg = cfg_of(args)
     result = _self_train(cfg, "baseline") if cfg.train.unlabelled else train_baseline(cfg)
-    print(_summary("baseline", result.metrics) + f", C={result.metrics['baseline']['C']}")
+    print(summary("baseline", result.metrics, f", C={result.metrics['baseline']['C']}"))
     print(f"model directory: {result.model_dir}")
     return 0
 

@@ -74,6 +74,8 @@ class TextConfig(_Section):
 class LabelsConfig(_Section):
     file: LocalPath = "configs/labels.yaml"
     map: dict[str, str] = {}
+    mode: Literal["single", "multi"] = Field("single", description="multi: every applicable label (`labels`), "
+                                             "sigmoid per label, per-label thresholds tuned on validation")
 
 
 class ModelConfig(_Section):

@@ -17,7 +17,7 @@ from pipeline.config import Config, DataConfig, SplitConfig
 from pipeline.dedup import SOURCE_KEY, deduplicate, shingles
 from pipeline.errors import DataError
 from pipeline.files import sha256
-from pipeline.labels import LabelMap, load_labels
+from pipeline.labels import LABELS_FIELD, LabelMap, check_labels, load_labels
 from pipeline.readers import RawRow, iter_rows, read_jsonl, write_jsonl
 from pipeline.text import Normalizer, find_repeated_lines, join_fields
 
@@ -44,8 +44,11 @@ def stable_id(text: str) -> str:
     return "sha1-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap) -> dict[str, Any]:
-    """Validate one raw row into {id, text, label, ...}; raise DataError naming file, line and field."""
+def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap, multi: bool = False) -> dict[str, Any]:
+    """Validate one raw row into {id, text, label, ...}; raise DataError naming file, line and field.
+
+    A carried (or, in multi-label mode, any) `labels` field must be a non-empty list of known labels; in
+    multi-label mode a row without one gets `[label]`."""
     if row.error:
         raise DataError(f"{row.where}: {row.error.replace('_', ' ')} ({row.detail})", row.error)
     data = row.data
@@ -68,17 +71,20 @@ def check_row(row: RawRow, cfg: DataConfig, labels: LabelMap) -> dict[str, Any]:
     for name in cfg.extra_fields:
         if data.get(name) is not None:
             out[name] = data[name]
-    if isinstance(out.get("labels"), list):
-        mapped = [labels.resolve(str(x)) for x in out["labels"]]
-        out["labels"] = [label] + [x for x in dict.fromkeys(mapped) if x and x != label]
+    if multi or LABELS_FIELD in cfg.extra_fields:
+        if data.get(LABELS_FIELD) not in (None, ""):  # an empty CSV cell: no list
+            out[LABELS_FIELD] = check_labels(data[LABELS_FIELD], label, row.where, labels)
+        elif multi:
+            out[LABELS_FIELD] = [label]
     return out
 
 
-def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap, fmt: str | None = None,
+def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap, multi: bool = False, fmt: str | None = None,
                   skip_unlabelled: bool = False) -> Loaded:
     """Read and validate a labelled file or folder; bad rows raise or are counted, per `on_bad_rows`.
 
-    `skip_unlabelled` (a review queue): rows whose label is empty are skipped and counted as `unreviewed`.
+    `multi`: a multi-label config (a row without `labels` gets its `label`); `skip_unlabelled` (a review queue):
+    rows whose label is empty are skipped and counted as `unreviewed`.
     """
     loaded = Loaded()
     for row in iter_rows(path, fmt or cfg.format):
@@ -87,7 +93,7 @@ def load_labelled(path: str | Path, cfg: DataConfig, labels: LabelMap, fmt: str 
             loaded.unreviewed += 1
             continue
         try:
-            loaded.rows.append(check_row(row, cfg, labels))
+            loaded.rows.append(check_row(row, cfg, labels, multi))
         except DataError as exc:
             if cfg.on_bad_rows == "error":
                 raise
@@ -170,7 +176,7 @@ def _load_sources(cfg: Config, labels: LabelMap) -> tuple[list[dict[str, Any]], 
     sources = [(s, files[s]) for s in SPLITS if s in files] if files else [(None, p) for p in _paths(cfg.data.path)]
     rows, read, skipped, examples = [], 0, Counter(), []
     for split, path in sources:
-        loaded = load_labelled(path, cfg.data, labels)
+        loaded = load_labelled(path, cfg.data, labels, cfg.labels.mode == "multi")
         read += loaded.read
         skipped.update(loaded.skipped)
         examples += loaded.examples
@@ -185,7 +191,8 @@ def _load_extra(cfg: Config, labels: LabelMap) -> tuple[list[dict[str, Any]], di
     the rows read, unreviewed (empty label) and skipped (bad rows under `on_bad_rows: skip`)."""
     rows, stats = [], {}
     for path in cfg.data.sources:
-        loaded = load_labelled(path, cfg.data, labels, fmt="auto", skip_unlabelled=True)
+        loaded = load_labelled(path, cfg.data, labels, cfg.labels.mode == "multi", fmt="auto",
+                               skip_unlabelled=True)
         for row in loaded.rows:
             row[SOURCE_KEY] = path
             row["_split"] = "train"  # used only with data.split.files; otherwise they are split with the rest

@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import CHECKPOINTS, ENSEMBLE_FILE, FIT_SPLITS, MEMBERS_DIR, model_dir, read_info, run_name
+from pipeline.artifacts import (
+    CHECKPOINTS,
+    ENSEMBLE_FILE,
+    FIT_SPLITS,
+    MEMBERS_DIR,
+    model_dir,
+    read_info,
+    read_model_config,
+    run_name,
+)
 from pipeline.config import Config
 from pipeline.data import load_split, splits_sha256
 from pipeline.errors import ConfigError, ModelError
@@ -47,6 +56,8 @@ def check_members(cfg: Config, members: list[Path]) -> None:
         info = read_info(member)  # a one-line error when it is not a model directory
         if info["kind"] == KIND:
             raise ModelError(f"{member}: an ensemble cannot be a member of another")
+        if read_model_config(member).labels.mode == "multi":
+            raise ModelError(f"{member}: a multi-label model; ensembles stack single-label models only")
         if LabelMap.load(member).ids != labels.ids:
             raise ModelError(f"{member}: its labels differ from the config's ({', '.join(labels.ids)})")
         if "fit_sha256" not in info:

@@ -42,8 +42,13 @@ def precision_flags(choice: str) -> dict[str, bool]:
     return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
 
 
-def class_weights(cfg: Config, labels: LabelMap, y: list[int]) -> torch.Tensor | None:
-    """Loss weights per label: balanced (`auto`), square-root balanced (`sqrt`), none, or explicit."""
+def class_weights(cfg: Config, labels: LabelMap, y: list[int], y_multi: np.ndarray | None = None,
+                  ) -> torch.Tensor | None:
+    """Loss weights per label: balanced (`auto`), square-root balanced (`sqrt`), none, or explicit.
+
+    Multi-label (`y_multi`, the multi-hot targets): BCE's `pos_weight` per label instead, negatives over positives
+    (`auto`), its square root (`sqrt`), or explicit; 1 for a label without positive or negative rows.
+    """
     spec = cfg.train.class_weights
     if spec == "none":
         return None
@@ -52,17 +57,26 @@ def class_weights(cfg: Config, labels: LabelMap, y: list[int]) -> torch.Tensor |
         if unknown:
             raise ConfigError(f"train.class_weights: unknown label '{unknown[0]}'")
         return torch.tensor([float(spec.get(lb, 1.0)) for lb in labels.ids])
+    if y_multi is not None:
+        pos = y_multi.sum(axis=0).astype(float)
+        neg = len(y_multi) - pos
+        ratio = np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0)
+        return torch.tensor(np.sqrt(ratio) if spec == "sqrt" else ratio, dtype=torch.float32)
     counts = np.bincount(np.asarray(y), minlength=len(labels)).astype(float)
     balanced = np.where(counts > 0, len(y) / (len(labels) * np.maximum(counts, 1)), 0.0)
     return torch.tensor(np.sqrt(balanced) if spec == "sqrt" else balanced, dtype=torch.float32)
 
 
-def weighted_loss(weights: torch.Tensor | None) -> Any:
-    """A Trainer `compute_loss_func`: cross-entropy with optional class weights."""
+def weighted_loss(weights: torch.Tensor | None, multi: bool = False) -> Any:
+    """A Trainer `compute_loss_func`: cross-entropy with optional class weights, or (`multi`) binary cross-entropy
+    over multi-hot targets, a sigmoid per label, with the weights as `pos_weight`."""
 
     def loss_fn(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         logits = outputs["logits"]
         w = weights.to(logits.device, logits.dtype) if weights is not None else None
+        if multi:
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
+                                                                        pos_weight=w)
         return torch.nn.functional.cross_entropy(logits, labels, weight=w)
 
     return loss_fn
@@ -157,8 +171,10 @@ def head_inputs(model: Classifier, tokenizer: Any, input_ids: list[list[int]], b
     return out
 
 
-def linear_probe(model: Classifier, tokenizer: Any, enc: Encoded, y: list[int], n_labels: int, seed: int) -> float:
-    """LP-FT: fit the head on frozen features (balanced logistic regression) before fine-tuning the whole model."""
+def linear_probe(model: Classifier, tokenizer: Any, enc: Encoded, y: list[int], n_labels: int, seed: int,
+                 y_multi: np.ndarray | None = None) -> float:
+    """LP-FT: fit the head on frozen features (balanced logistic regression) before fine-tuning the whole model;
+    one-vs-rest on the multi-hot targets `y_multi` in multi-label mode."""
     from sklearn.linear_model import LogisticRegression
 
     head = model.inner.classifier
@@ -166,6 +182,8 @@ def linear_probe(model: Classifier, tokenizer: Any, enc: Encoded, y: list[int], 
         raise ConfigError("train.linear_probe needs a linear classifier head")
     model.eval()
     feats = head_inputs(model, tokenizer, enc.input_ids, 32)
+    if y_multi is not None:
+        return _multi_probe(head, feats, y_multi[np.asarray(enc.doc_index)], seed)
     targets = np.asarray([y[d] for d in enc.doc_index])
     probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed).fit(feats, targets)
     weight = np.zeros((n_labels, feats.shape[1]), dtype=np.float32)
@@ -173,6 +191,26 @@ def linear_probe(model: Classifier, tokenizer: Any, enc: Encoded, y: list[int], 
     weight[probe.classes_] = probe.coef_ if len(probe.classes_) > 2 else np.vstack([-probe.coef_, probe.coef_])
     bias[probe.classes_] = probe.intercept_ if len(probe.classes_) > 2 else [-probe.intercept_[0],
                                                                               probe.intercept_[0]]
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+    return float(probe.score(feats, targets))
+
+
+def _multi_probe(head: torch.nn.Linear, feats: np.ndarray, targets: np.ndarray, seed: int) -> float:
+    """One balanced logistic regression per label on frozen features, copied into the head (sigmoid logits)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    probe = OneVsRestClassifier(LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000,
+                                                   random_state=seed)).fit(feats, targets)
+    weight = np.zeros((targets.shape[1], feats.shape[1]), dtype=np.float32)
+    bias = np.zeros(targets.shape[1], dtype=np.float32)
+    for j, est in enumerate(probe.estimators_):
+        if hasattr(est, "coef_"):
+            weight[j], bias[j] = est.coef_[0], est.intercept_[0]
+        else:  # a label that is never (always) there in training
+            bias[j] = 10.0 if np.ravel(est.y_)[0] else -10.0
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight))
         head.bias.copy_(torch.from_numpy(bias))

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import LabelsConfig
-from pipeline.errors import ConfigError, ModelError
+from pipeline.errors import ConfigError, DataError, ModelError
 from pipeline.yamlio import read_yaml
 
 LABELS_FILE = "labels.json"
+LABELS_FIELD = "labels"  # a corpus row's every applicable label, the primary first
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,34 @@ class LabelMap:
                        descriptions=data.get("descriptions", {}), mapping=data.get("mapping", {}))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ModelError(f"{path}: unreadable label map ({exc})") from None
+
+
+def check_labels(value: Any, label: str, where: str, labels: LabelMap) -> list[str]:
+    """A row's `labels` list (in CSV a JSON array), mapped through `labels.map`, primary first, without repeats;
+    DataError otherwise."""
+    field_name = f"{where}: field '{LABELS_FIELD}'"
+    if isinstance(value, str) and value.lstrip().startswith("["):  # CSV: a JSON array, as the CSV sink writes it
+        value = _json_or(value)
+    if not isinstance(value, list):
+        raise DataError(f"{field_name}: expected a list of labels, got {type(value).__name__}", "bad_labels")
+    if not value:
+        raise DataError(f"{field_name}: empty list; it holds every applicable label, the primary one first",
+                        "bad_labels")
+    mapped = []
+    for item in value:
+        resolved = labels.resolve(str(item).strip())
+        if resolved is None:
+            raise DataError(f"{field_name}: label '{item}' is not in the label set ({', '.join(labels.ids)}); "
+                            "map it with labels.map", "bad_labels")
+        mapped.append(resolved)
+    return [label] + [x for x in dict.fromkeys(mapped) if x != label]
+
+
+def _json_or(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def load_labels(cfg: LabelsConfig) -> LabelMap:

@@ -23,6 +23,7 @@ from pipeline.config import ModelConfig
 from pipeline.errors import ModelError
 from pipeline.labels import LabelMap
 from pipeline.metrics import softmax
+from pipeline.multilabel import sigmoid
 
 
 def _offline_hint(name: str) -> str:
@@ -77,8 +78,9 @@ ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  
 
 
 def load_pretrained(name: str, labels: LabelMap, attention_dropout: float | None = None, pooling: str = "cls",
-                    ) -> PreTrainedModel:
-    """A sequence classifier with this label set, from safetensors weights only.
+                    multi: bool = False) -> PreTrainedModel:
+    """A sequence classifier with this label set, from safetensors weights only (`multi`: its config says
+    `problem_type: multi_label_classification`, so that plain transformers applies a sigmoid per label).
 
     `attention_dropout` overrides the backbone's; 0 lets torch's fused attention kernel run during training
     (with dropout on the attention probabilities, sdpa falls back to the unfused path: half the speed on CPU).
@@ -86,7 +88,8 @@ def load_pretrained(name: str, labels: LabelMap, attention_dropout: float | None
     _check_source(name)
     try:
         config = AutoConfig.from_pretrained(name, num_labels=len(labels), id2label=labels.id2label,
-                                            label2id=labels.label2id, trust_remote_code=False)
+                                            label2id=labels.label2id, trust_remote_code=False,
+                                            **({"problem_type": "multi_label_classification"} if multi else {}))
         if attention_dropout is not None:
             keys = [k for k in ATTENTION_DROPOUT_KEYS if hasattr(config, k)]
             if not keys:
@@ -289,8 +292,9 @@ class TransformerScorer(Scorer):
         self.encoder = TextEncoder(self.tokenizer, self.cfg.model.model_copy(update={"long_text": strategy}))
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities for normalised texts, and their token counts."""
+        """Calibrated probabilities (per-label sigmoid ones, multi-label) for normalised texts, and token counts."""
         enc = self.encoder.encode(texts)
         logits = run_logits(self.model, self.tokenizer, enc.input_ids, self.batch_size, self.device)
-        probs = average_by_doc(softmax(logits, self.temperature), enc.doc_index, len(texts))
+        probs = average_by_doc((sigmoid if self.multi else softmax)(logits, self.temperature), enc.doc_index,
+                               len(texts))
         return probs, np.asarray(enc.doc_tokens)

@@ -21,7 +21,7 @@ from pipeline.errors import DataError
 from pipeline.jobs import DiskError, StopSignals, disk_error, exclusive, is_disk_fault
 from pipeline.readers import RawRow, detect_format, iter_rows
 from pipeline.scoring import load_scorer
-from pipeline.sinks import errors_file, open_sink, prepare_output
+from pipeline.sinks import errors_file, open_sink, output_columns, prepare_output
 from pipeline.text import arabic_share, join_fields
 
 
@@ -132,18 +132,18 @@ class Predictor:
     def __init__(self, scorer: Scorer, name: str, opts: PredictConfig) -> None:
         cfg = scorer.cfg
         self.scorer, self.name, self.labels = scorer, name, list(scorer.labels.ids)
+        self.multi = scorer.multi  # rows then carry `labels`: every label at or above its threshold
         self.text_fields = opts.text_fields or cfg.data.text_fields
         self.id_field = opts.id_field or cfg.data.id_field
-        self.threshold = opts.threshold
+        self.threshold, self.max_chars, self.min_arabic = opts.threshold, opts.max_chars, opts.min_arabic_share
         self.top_k = min(opts.top_k or len(self.labels), len(self.labels))
-        self.max_chars = opts.max_chars
-        self.min_arabic = opts.min_arabic_share
         self.max_tokens = 4 * (scorer.transformer.cfg.model.max_length if scorer.transformer else 10**9)
 
     def _base(self, row: RawRow) -> dict[str, Any]:
         raw_id = row.data.get(self.id_field) if row.data else None
-        return {"id": None if raw_id is None else str(raw_id), "line": row.line, "label": None, "confidence": None,
-                "needs_review": True, "flags": [], "top": [], "model": self.name, "error": row.error}
+        out = {"id": None if raw_id is None else str(raw_id), "line": row.line, "label": None, "confidence": None,
+               "labels": [], "needs_review": True, "flags": [], "top": [], "model": self.name, "error": row.error}
+        return {c: out[c] for c in output_columns(self.multi)}
 
     def text(self, row: RawRow) -> str | None:
         """The normalised text of a row, or None where it has none to classify."""
@@ -178,8 +178,11 @@ class Predictor:
         todo = [i for i, t in enumerate(texts) if t is not None]
         if todo:
             probs, tokens = self.scorer.score([texts[i] for i in todo])
+            sets = self.scorer.label_sets(probs) if self.multi else None
             for k, i in enumerate(todo):
                 self._fill(outs[i], probs[k], int(tokens[k]), texts[i])
+                if sets is not None:
+                    outs[i]["labels"] = sets[k]
         return outs, texts
 
     def _fill(self, out: dict[str, Any], probs: np.ndarray, tokens: int, text: str) -> None:
@@ -230,6 +233,7 @@ def predict(job: PredictJob, flags: dict[str, Any] | None = None) -> Summary:
     with exclusive(job.output, "output"):
         scorer, name, opts = load(job, flags or {})
         predictor = Predictor(scorer, name, opts)
+        sink.columns = output_columns(predictor.multi)
         if opts.fast_runtime or opts.runtime == "auto":
             switch_runtime(predictor, opts, job.input)
         with StopSignals("finishing the current window, then stopping") as stop:

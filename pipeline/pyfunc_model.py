@@ -16,7 +16,8 @@ from pipeline.text import join_fields
 
 class NewsClassifier(mlflow.pyfunc.PythonModel):
     """A DataFrame with `text` (or the model's text fields, e.g. `title` + `text`) in; label, calibrated
-    confidence and one `prob_<label>` column per label out, row for row."""
+    confidence and one `prob_<label>` column per label out, row for row; a multi-label model adds `labels` (every
+    label at or above its threshold, the primary first)."""
 
     def load_context(self, context: Any) -> None:
         """Load the bundled model directory through the predictor's own scorer, not a copy of it."""
@@ -30,6 +31,8 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         probs = self.scorer.predict_proba(texts)
         labels = list(self.scorer.labels.ids)
         out = pd.DataFrame({"label": [labels[i] for i in probs.argmax(axis=1)], "confidence": probs.max(axis=1)})
+        if self.scorer.multi:
+            out["labels"] = self.scorer.label_sets(probs)
         for i, label in enumerate(labels):
             out[f"prob_{label}"] = probs[:, i]
         return out

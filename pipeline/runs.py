@@ -29,7 +29,8 @@ class RunResult:
 
 def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: LabelMap, metrics: dict[str, Any],
                temperature: float, save_weights: Callable[[Path], None], test_rows: list[dict[str, Any]],
-               test_probs: np.ndarray, extra: dict[str, Any] | None = None) -> RunResult:
+               test_probs: np.ndarray, extra: dict[str, Any] | None = None,
+               thresholds: dict[str, float] | None = None) -> RunResult:
     """Write the model directory, its test evaluation and training profile; drop finished checkpoints; log it all.
 
     A full or read-only disk stops it with one line saying what is complete: the checkpoints stay until the model
@@ -37,8 +38,9 @@ def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: L
     """
     try:
         write_model_dir(out, kind=kind, cfg=cfg, labels=labels, metrics=metrics, temperature=temperature,
-                        save_weights=save_weights, extra=extra, run_id=tracker.run_id)
-        write_evaluation(out, test_rows, labels.encode(test_rows), test_probs, labels, metrics_file=False)
+                        save_weights=save_weights, extra=extra, run_id=tracker.run_id, thresholds=thresholds)
+        write_evaluation(out, test_rows, labels.encode(test_rows), test_probs, labels, metrics_file=False,
+                         thresholds=thresholds)
         write_profile(out, kind=kind, cfg=cfg, labels=labels, test_rows=test_rows, test_probs=test_probs)
     except OSError as exc:
         if not is_disk_fault(exc):

@@ -20,6 +20,13 @@ from pipeline.errors import DataError
 from pipeline.files import SUFFIXES
 
 COLUMNS = ("id", "line", "label", "confidence", "needs_review", "flags", "top", "model", "error")
+# a multi-label model's rows add `labels` (every label at or above its threshold, the primary first)
+MULTI_COLUMNS = ("id", "line", "label", "confidence", "labels", "needs_review", "flags", "top", "model", "error")
+
+
+def output_columns(multi: bool) -> tuple[str, ...]:
+    """The columns of an output row, in order: a multi-label model adds `labels`."""
+    return MULTI_COLUMNS if multi else COLUMNS
 
 
 def _durable(fh: Any) -> None:
@@ -47,8 +54,8 @@ def _cut_partial_line(path: Path) -> None:
 class _TextSink:
     """A text file of rows that a crash can only cut at its end."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
+        self.path, self.columns = path, columns
 
     def _rows(self) -> Iterator[dict[str, Any]]:
         raise NotImplementedError
@@ -85,7 +92,7 @@ class JsonlSink(_TextSink):
 
 
 class CsvSink(_TextSink):
-    """CSV with a header; nested fields (flags, top) as JSON strings."""
+    """CSV with a header; nested fields (flags, top, labels) as JSON strings."""
 
     def _rows(self) -> Iterator[dict[str, Any]]:
         with open(self.path, encoding="utf-8", newline="") as fh:
@@ -94,11 +101,12 @@ class CsvSink(_TextSink):
     def write(self, rows: list[dict[str, Any]]) -> None:
         """Append rows (header first when the file is new) and make them durable."""
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
         if not self.path.exists() or self.path.stat().st_size == 0:
             writer.writeheader()
         for r in rows:
-            writer.writerow({**r, "flags": json.dumps(r["flags"]), "top": json.dumps(r["top"], ensure_ascii=False),
+            nested = {k: json.dumps(r[k], ensure_ascii=False) for k in ("flags", "top", "labels") if k in self.columns}
+            writer.writerow({**{c: r[c] for c in self.columns}, **nested,
                              "id": "" if r["id"] is None else str(r["id"]).replace("\n", " ")})
         self._append(buf.getvalue())
 
@@ -106,8 +114,8 @@ class CsvSink(_TextSink):
 class ParquetSink:
     """Parquet cannot be appended to, so chunks land as atomically renamed part files, merged on close."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
+        self.path, self.columns = path, columns
         self.parts = path.with_name(path.name + ".parts")
 
     def _part_files(self) -> list[Path]:
@@ -141,7 +149,8 @@ class ParquetSink:
         self.parts.mkdir(parents=True, exist_ok=True)
         target = self.parts / f"part-{len(self._part_files()):06d}.parquet"
         tmp = target.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows], schema=_schema()), tmp)
+        schema = _schema(self.columns)
+        pq.write_table(pa.Table.from_pylist([{c: r[c] for c in self.columns} for r in rows], schema=schema), tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         tmp.replace(target)
@@ -153,9 +162,9 @@ class ParquetSink:
         files = self._part_files()
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with pq.ParquetWriter(tmp, _schema()) as writer:
+            with pq.ParquetWriter(tmp, _schema(self.columns)) as writer:
                 for part in files:
-                    writer.write_table(pq.read_table(part, schema=_schema()))
+                    writer.write_table(pq.read_table(part, schema=_schema(self.columns)))
         except BaseException:
             tmp.unlink(missing_ok=True)  # the parts stay: a rerun with --resume merges them again
             raise
@@ -163,22 +172,23 @@ class ParquetSink:
         shutil.rmtree(self.parts, ignore_errors=True)
 
 
-def _schema() -> Any:
+def _schema(columns: tuple[str, ...] = COLUMNS) -> Any:
     import pyarrow as pa
 
     top = pa.list_(pa.struct([("label", pa.string()), ("prob", pa.float64())]))
-    return pa.schema([("id", pa.string()), ("line", pa.int64()), ("label", pa.string()),
-                      ("confidence", pa.float64()), ("needs_review", pa.bool_()), ("flags", pa.list_(pa.string())),
-                      ("top", top), ("model", pa.string()), ("error", pa.string())])
+    types = {"id": pa.string(), "line": pa.int64(), "label": pa.string(), "confidence": pa.float64(),
+             "labels": pa.list_(pa.string()), "needs_review": pa.bool_(), "flags": pa.list_(pa.string()), "top": top,
+             "model": pa.string(), "error": pa.string()}
+    return pa.schema([(c, types[c]) for c in columns])
 
 
-def open_sink(path: str | Path) -> JsonlSink | CsvSink | ParquetSink:
-    """The sink for an output path, by extension."""
+def open_sink(path: str | Path, columns: tuple[str, ...] = COLUMNS) -> JsonlSink | CsvSink | ParquetSink:
+    """The sink for an output path, by extension (JSONL writes each row's own keys; CSV and Parquet `columns`)."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower()) if path.suffix.lower() != ".tsv" else None  # a sink writes commas
     sink = {"jsonl": JsonlSink, "csv": CsvSink, "parquet": ParquetSink}.get(kind or "")
     if sink is not None:
-        return sink(path)
+        return sink(path, columns)
     raise DataError(f"{path}: output must end in .jsonl, .csv or .parquet")
 
 

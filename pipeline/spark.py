@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.autoruntime import CANDIDATES
-from pipeline.errors import DataError, PipelineError
+from pipeline.errors import DataError, ModelError, PipelineError
 from pipeline.jobs import exclusive
 from pipeline.predict import PredictJob, Predictor, Summary, load, switch_runtime
 from pipeline.readers import RawRow, detect_format, parse_jsonl_line
@@ -223,6 +223,9 @@ def _driver_check(job: SparkJob, flags: dict[str, Any]) -> tuple[str, str, Any, 
     local directory, its output name, the options and the flags for the workers.
     """
     scorer, name, opts = load(PredictJob(job.model, job.input, job.output), flags)
+    if scorer.multi:  # the Spark schema has no `labels` column yet: refused rather than dropped
+        raise ModelError(f"{job.model}: a multi-label model; --engine spark does not write `labels` yet, use the "
+                         "local predictor")
     auto = opts.runtime == "auto" and scorer.transformer is not None  # a TF-IDF model has nothing to choose
     if (opts.fast_runtime or auto) and "://" not in job.input:
         predictor = Predictor(scorer, name, opts)

@@ -121,11 +121,13 @@ class Tracker:
             self.mlflow.log_metrics(clean, step=step)
 
     def log_final(self, metrics: dict[str, Any], labels: list[str]) -> None:
-        """test_/val_ accuracy, macro/weighted F1, ECE, and test_f1_<label>, equal for every model kind."""
+        """test_/val_ accuracy, macro/weighted F1, ECE, and test_f1_<label>, equal for every model kind; a
+        multi-label run adds its label-set metrics (`test_multilabel_micro_f1`, `test_subset_accuracy`, ...)."""
         flat: dict[str, float] = {}
         for split, prefix in (("test", "test"), ("validation", "best_val")):
             m = metrics.get(split, {})
-            for key in ("accuracy", "macro_f1", "weighted_f1", "ece", "ece_uncalibrated", "log_loss"):
+            for key in ("accuracy", "macro_f1", "weighted_f1", "ece", "ece_uncalibrated", "log_loss",
+                        "multilabel_micro_f1", "multilabel_macro_f1", "subset_accuracy", "hamming_loss"):
                 if key in m:
                     flat[f"{prefix}_{key}"] = m[key]
         for label in labels:

@@ -57,15 +57,20 @@ from pipeline.model import (
     save_model,
     set_threads,
 )
+from pipeline.multilabel import calibrated_multilabel, label_sets, multi_hot, multilabel_metrics, sigmoid
 from pipeline.runs import RunResult, finish_run
 from pipeline.tracking import Tracker, run_tags
 
 KIND = "transformer"
 
 
-def to_dataset(enc: Encoded, doc_labels: list[int]) -> Dataset:
-    """A datasets.Dataset of model inputs; each chunk carries its document's label."""
-    return Dataset.from_dict({"input_ids": enc.input_ids, "labels": [doc_labels[d] for d in enc.doc_index],
+def to_dataset(enc: Encoded, doc_labels: list[int] | np.ndarray) -> Dataset:
+    """A datasets.Dataset of model inputs; each chunk carries its document's label (a label index, or in
+    multi-label mode its multi-hot float row)."""
+    labels = [doc_labels[d] for d in enc.doc_index]
+    if isinstance(doc_labels, np.ndarray) and doc_labels.ndim == 2:
+        labels = [[float(v) for v in row] for row in labels]
+    return Dataset.from_dict({"input_ids": enc.input_ids, "labels": labels,
                               "length": [len(x) for x in enc.input_ids]})
 
 
@@ -101,11 +106,13 @@ def effective_batch_size(cfg: Config) -> int:
     return cfg.train.batch_size * world_size() * cfg.train.gradient_accumulation_steps
 
 
-def doc_probs(model: Classifier, tokenizer: Any, enc: Encoded, n_docs: int, batch_size: int,
+def doc_probs(model: Classifier, tokenizer: Any, enc: Encoded, n_docs: int, batch_size: int, multi: bool = False,
               ) -> tuple[np.ndarray, Any]:
-    """Logits per input, and a function giving document probabilities at a temperature."""
+    """Logits per input, and a function giving document probabilities at a temperature (sigmoid per label when
+    `multi`)."""
     logits = run_logits(model, tokenizer, enc.input_ids, batch_size, next(model.parameters()).device)
-    return logits, lambda temp: average_by_doc(softmax(logits, temp), enc.doc_index, n_docs)
+    activation = sigmoid if multi else softmax
+    return logits, lambda temp=1.0: average_by_doc(activation(logits, temp), enc.doc_index, n_docs)
 
 
 def _prepare_inputs(cfg: Config, labels: LabelMap, encoder: TextEncoder) -> dict[str, Any]:
@@ -117,17 +124,24 @@ def _prepare_inputs(cfg: Config, labels: LabelMap, encoder: TextEncoder) -> dict
             raise DataError(f"{split} split has labels outside the label set: {', '.join(sorted(unknown))}",
                             "not_in_the_label_set")
         splits[split] = {"rows": rows, "enc": encoder.encode([r["text"] for r in rows]),
-                         "y": labels.encode(rows).tolist()}
+                         "y": labels.encode(rows).tolist(), "multi_hot": multi_hot(label_sets(rows), labels.ids)}
     if not splits["train"]["rows"] or not splits["validation"]["rows"]:
         raise DataError("training needs non-empty train and validation splits; check data.split", "too_few_rows")
     return splits
 
 
-def _compute_metrics(labels: LabelMap, enc: Encoded, y: list[int]) -> Any:
+def _compute_metrics(labels: LabelMap, enc: Encoded, y: list[int], y_multi: np.ndarray | None = None) -> Any:
+    """Per-epoch validation metrics; multi-label (`y_multi`) adds the label-set F1 at thresholds of 0.5."""
     def compute(pred: Any) -> dict[str, float]:
-        probs = average_by_doc(softmax(np.asarray(pred.predictions)), enc.doc_index, len(y))
-        m = classification_metrics(np.asarray(y), probs, list(labels.ids))
-        return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "ece")}
+        logits = np.asarray(pred.predictions)
+        if y_multi is None:
+            m = classification_metrics(np.asarray(y), average_by_doc(softmax(logits), enc.doc_index, len(y)),
+                                       list(labels.ids))
+            return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "ece")}
+        probs = average_by_doc(sigmoid(logits), enc.doc_index, len(y))
+        m = multilabel_metrics(np.asarray(y), y_multi, probs, None, list(labels.ids))
+        return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "ece", "multilabel_micro_f1",
+                                  "multilabel_macro_f1")}
 
     return compute
 
@@ -136,20 +150,23 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
         resume: Path | None = None) -> tuple[Classifier, LayerwiseTrainer]:
     """Fine-tune with the HF Trainer from `resume` (a checkpoint) or the start; returns the best model by
     validation macro-F1."""
+    multi = cfg.labels.mode == "multi"
     model = Classifier(load_pretrained(cfg.model.name_or_path, labels, cfg.model.attention_dropout,
-                                       cfg.model.pooling), cfg.model.pooling)
+                                       cfg.model.pooling, multi), cfg.model.pooling)
     tr, va = splits["train"], splits["validation"]
+    tr_y, va_y = (tr["multi_hot"], va["multi_hot"]) if multi else (tr["y"], va["y"])
     if cfg.train.linear_probe and resume is None:
-        linear_probe(model, tokenizer, tr["enc"], tr["y"], len(labels), cfg.train.seed)
+        linear_probe(model, tokenizer, tr["enc"], tr["y"], len(labels), cfg.train.seed, tr_y if multi else None)
     freeze(model, cfg.train.freeze_embeddings, cfg.train.freeze_layers)
     freeze_unused_pooler(model, cfg.model.pooling)
     stop = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     trainer = LayerwiseTrainer(
         model=model, args=training_args(cfg, out, len(tr["enc"].input_ids)),
-        train_dataset=to_dataset(tr["enc"], tr["y"]), eval_dataset=to_dataset(va["enc"], va["y"]),
+        train_dataset=to_dataset(tr["enc"], tr_y), eval_dataset=to_dataset(va["enc"], va_y),
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-        compute_loss_func=weighted_loss(class_weights(cfg, labels, tr["y"])),
-        compute_metrics=_compute_metrics(labels, va["enc"], va["y"]), callbacks=stop + callbacks,
+        compute_loss_func=weighted_loss(class_weights(cfg, labels, tr["y"], tr_y if multi else None), multi),
+        compute_metrics=_compute_metrics(labels, va["enc"], va["y"], va_y if multi else None),
+        callbacks=stop + callbacks,
         head_lr=cfg.train.head_learning_rate, lr_decay=cfg.train.layerwise_lr_decay)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -165,12 +182,19 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
 
 
 def evaluate_splits(model: Classifier, tokenizer: Any, labels: LabelMap, splits: dict[str, Any],
-                    cfg: Config) -> tuple[dict[str, Any], float, dict[str, np.ndarray]]:
-    """Calibrate a temperature on validation, then score validation and test at it."""
-    probs_at = {s: doc_probs(model, tokenizer, splits[s]["enc"], len(splits[s]["y"]), cfg.train.eval_batch_size)[1]
-                for s in ("validation", "test")}
+                    cfg: Config) -> tuple[dict[str, Any], float, dict[str, np.ndarray], dict[str, float] | None]:
+    """Calibrate a temperature on validation, then score validation and test at it; in multi-label mode tune
+    per-label thresholds on validation instead (no temperature: 1). Returns metrics, temperature, probabilities and
+    the thresholds (None in single-label mode)."""
+    multi = cfg.labels.mode == "multi"
+    probs_at = {s: doc_probs(model, tokenizer, splits[s]["enc"], len(splits[s]["y"]), cfg.train.eval_batch_size,
+                             multi)[1] for s in ("validation", "test")}
     y = {s: np.asarray(splits[s]["y"]) for s in probs_at}
-    return calibrated_metrics(probs_at, y, list(labels.ids), calibrate=cfg.train.calibrate)
+    if multi:
+        metrics, thresholds, probs = calibrated_multilabel(probs_at, y, {s: splits[s]["multi_hot"] for s in y},
+                                                           list(labels.ids))
+        return metrics, 1.0, probs, thresholds
+    return (*calibrated_metrics(probs_at, y, list(labels.ids), calibrate=cfg.train.calibrate), None)
 
 
 def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
@@ -219,7 +243,7 @@ def _train(cfg: Config, tracker: Tracker, out: Path, callbacks: list[Any], resum
         if not is_main():
             return RunResult(model_dir=out, metrics={})
         stop.doing = "finishing the run first: calibrating, writing the model and logging it"
-        metrics, temp, probs = evaluate_splits(model, tokenizer, labels, splits, cfg)
+        metrics, temp, probs, thresholds = evaluate_splits(model, tokenizer, labels, splits, cfg)
         metrics["token_audit"] = {s: token_audit(splits[s]["enc"], cfg.model.max_length) for s in splits}
         metrics["train_seconds"] = round(time.time() - started, 1)
         metrics.update(effective_batch_size=batch["train.effective_batch_size"], world_size=world_size())
@@ -229,4 +253,4 @@ def _train(cfg: Config, tracker: Tracker, out: Path, callbacks: list[Any], resum
             metrics["test"]["vs_baseline"] = paired
         return finish_run(tracker, out, kind=KIND, cfg=cfg, labels=labels, metrics=metrics, temperature=temp,
                           save_weights=partial(save_model, model, tokenizer), test_rows=splits["test"]["rows"],
-                          test_probs=probs["test"])
+                          test_probs=probs["test"], thresholds=thresholds)
