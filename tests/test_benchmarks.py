@@ -43,3 +43,22 @@ def test_splits_table_lists_every_split_and_the_summary():
     assert len(rows) == 4  # header, two splits, mean
     assert "| 42 | 0.953 (0.900) | 0.985 (0.900) | 3 / 1 |" in rows
     assert "better on 1 splits, tied on 0, worse on 1" in text
+
+
+def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
+    report = _module("report")
+    figures = {"n": 100, "macro_f1": 0.6, "accuracy": 0.7, "macro_f1_ci": [0.52, 0.68]}
+    text = report.transfer_table({"rows": 1751, "sources": [
+        {"source": "Jawhara FM", "baseline": figures},
+        {"source": "BBC", "baseline": figures, "fine_tuned": {**figures, "macro_f1": 0.7, "vs_baseline": {
+            "macro_f1_diff": 0.1, "p_bootstrap": 0.01}}}]})
+    assert "| Jawhara FM | 100 | 0.600 [0.520, 0.680] | not run |  |" in text
+    assert "| BBC | 100 | 0.600 [0.520, 0.680] | 0.700 [0.520, 0.680] | +0.100 (p = 0.010) |" in text
+    base = {"accuracy": 0.75, "macro_f1": 0.65, "weighted_f1": 0.74, "ece": 0.06, "per_class_f1": {"a": 0.5},
+            "intervals": {"accuracy": [0.7, 0.8], "macro_f1": [0.59, 0.73], "per_class_f1": {"a": [0.2, 0.7]}}}
+    table = report.accuracy_table("Security", {"baseline": base, "data_report": {"label_counts": {"test": {"a": 263}}},
+                                               "baseline_cv": {"folds": 5, "rows": 1751, "macro_f1_mean": 0.7,
+                                                               "macro_f1_std": 0.02, "pooled_macro_f1": 0.7,
+                                                               "pooled_intervals": {"macro_f1": [0.68, 0.72]}}})
+    assert "| 0.750 [0.700, 0.800] | 0.650 [0.590, 0.730] | 0.740 | 0.060 | 0.50 [0.20, 0.70] |" in table
+    assert "pooled over the out-of-fold predictions of all 1751 articles 0.700 [0.680, 0.720]" in table
