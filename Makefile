@@ -58,6 +58,7 @@ bench: install ## benchmarks on ../shared/data: accuracy (security, ANT) and pre
 	$(PY) benchmarks/sample_splits.py
 	$(PY) benchmarks/accuracy.py security
 	$(PY) benchmarks/accuracy.py ant
+	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/predict_throughput.py --model models/security-news-e5-small
 	$(PY) benchmarks/report.py
 
