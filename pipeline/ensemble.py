@@ -44,7 +44,9 @@ from pipeline.uncertainty import macro_f1
 KIND = "ensemble"
 FOLDS = 5
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-SKIP = {CHECKPOINTS, "eval", "runtime"}  # what a bundled member leaves behind
+# what a bundled member leaves behind: checkpoints, evaluations, and the runtime caches (`runtime.ONNX_DIR`,
+# `autoruntime.CHOICE_FILE`, named here so that stacking TF-IDF models never imports torch), rebuilt where needed
+SKIP = {CHECKPOINTS, "eval", "onnx", "runtime_choice.json"}
 
 
 def check_members(cfg: Config, members: list[Path]) -> None:
