@@ -27,7 +27,7 @@ install: $(VENV)/.installed ## create .venv: torch (CPU) first, then the package
 test: install ## run the default test suite (no network, tiny models)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
-test-slow: install ## the tests marked slow: Spark, PostgreSQL, the MLflow UI in Chromium, torchrun (CI runs them too)
+test-slow: install ## the tests marked slow: Spark, PostgreSQL, the MLflow UI in Chromium, torchrun, tiny fine-tunes of audit/pretrain/ensemble (CI runs them too)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m slow
 
 lint: install ## ruff check

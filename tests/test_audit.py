@@ -121,6 +121,7 @@ def test_tracked_audit_logs_the_files(flipped, tmp_path):
     assert read_csv(local)[1] == read_csv(result.output / ISSUES_CSV)[1]
 
 
+@pytest.mark.slow  # fine-tunes the tiny model: `make test-slow`, which CI runs too
 def test_transformer_folds_fine_tune_the_backbone(tmp_path, corpus, tiny_bert, capsys):
     rows = [dict(r) for r in corpus]
     truth = {}

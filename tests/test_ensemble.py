@@ -106,6 +106,7 @@ def test_bad_members_are_one_line_errors(two_baselines, cfg_tiny, tmp_path, caps
     assert err.count("\n") == 1 and "nope: model directory not found" in err
 
 
+@pytest.mark.slow  # fine-tunes the tiny model: `make test-slow`, which CI runs too
 def test_a_fine_tune_and_its_baseline_stack_and_predict_with_a_faster_runtime(trained, tmp_path, capsys):
     cfg, result = trained
     base = train_baseline(cfg).model_dir

@@ -11,6 +11,7 @@ from pipeline.pretrain import pretrain, unlabelled_texts
 from pipeline.readers import read_jsonl
 
 
+@pytest.mark.slow  # fine-tunes the tiny model: `make test-slow`, which CI runs too
 def test_pretrain_writes_a_backbone_that_fine_tunes_and_never_reads_held_out_articles(cfg_tiny, tiny_bert,
                                                                                      tmp_path, capsys):
     cfg = cfg_tiny.prepared("pretrain.max_steps=6", "pretrain.batch_size=8")
