@@ -6,11 +6,11 @@ corpus wins against them, so a source row that duplicates a corpus row is droppe
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from typing import Any
 
 from pipeline.config import DedupConfig
+from pipeline.text import text_digest
 
 SOURCE_KEY = "_source"  # set on rows of data.sources, holding the source's path
 
@@ -40,7 +40,7 @@ def _clusters(rows: list[dict[str, Any]], cfg: DedupConfig) -> list[list[int]]:
     if cfg.exact:
         first: dict[str, int] = {}
         for i, row in enumerate(rows):
-            union(i, first.setdefault(hashlib.sha1(row["text"].encode()).hexdigest(), i))
+            union(i, first.setdefault(text_digest(row["text"]), i))
     if cfg.near and rows:
         from datasketch import MinHash, MinHashLSH
 

@@ -7,7 +7,6 @@ saw their text, not even unlabelled. Masked-LM loss and perplexity on a held-out
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -20,14 +19,10 @@ from pipeline.data import processed_dir
 from pipeline.errors import DataError, ModelError
 from pipeline.jobs import exclusive
 from pipeline.readers import iter_rows, read_jsonl
-from pipeline.text import Normalizer, join_fields
+from pipeline.text import Normalizer, join_fields, text_digest
 from pipeline.tracking import Tracker
 
 PRETRAIN_FILE = "pretrain.json"
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 def held_out_texts(cfg: Config) -> set[str]:
@@ -36,20 +31,23 @@ def held_out_texts(cfg: Config) -> set[str]:
     for split in ("validation", "test"):
         path = processed_dir(cfg) / f"{split}.jsonl"
         if path.is_file():
-            out |= {_digest(r["text"]) for r in read_jsonl(path)}
+            out |= {text_digest(r["text"]) for r in read_jsonl(path)}
     return out
 
 
-def unlabelled_texts(cfg: Config, inputs: list[str], limit: int | None) -> Iterator[str]:
-    """Normalised texts of the inputs' rows (the config's text fields), each once, without validation/test ones."""
-    normalise, skip = Normalizer(cfg.text, frozenset()), held_out_texts(cfg)
+def unlabelled_texts(cfg: Config, inputs: list[str], limit: int | None, skip: set[str] | None = None,
+                     normalise: Normalizer | None = None) -> Iterator[str]:
+    """Normalised texts of the inputs' rows (the config's text fields), each once, none whose digest is in `skip`
+    (default: the prepared validation and test articles); `normalise` defaults to the config's, without chrome."""
+    normalise = normalise or Normalizer(cfg.text, frozenset())
+    skip = held_out_texts(cfg) if skip is None else set(skip)
     given = 0
     for path in inputs:
         for row in iter_rows(path):
             if row.error or not row.data:
                 continue
             text = normalise(join_fields(row.data.get(f) for f in cfg.data.text_fields))
-            if text and (digest := _digest(text)) not in skip:
+            if text and (digest := text_digest(text)) not in skip:
                 skip.add(digest)
                 yield text
                 given += 1

@@ -9,7 +9,6 @@ against every labelled article first), and trains again. The round with the best
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,28 +20,19 @@ from pipeline.config import Config
 from pipeline.data import BOILERPLATE_FILE, REPORT_FILE, SPLITS, load_split, processed_dir
 from pipeline.errors import DataError
 from pipeline.labels import load_labels
-from pipeline.readers import iter_rows, write_jsonl
+from pipeline.pretrain import unlabelled_texts
+from pipeline.readers import write_jsonl
 from pipeline.runs import RunResult
 from pipeline.scoring import load_scorer
-from pipeline.text import Normalizer, join_fields
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+from pipeline.text import Normalizer, text_digest
 
 
 def unlabelled_pool(cfg: Config) -> list[dict[str, Any]]:
     """The unlabelled articles, normalised as training was, each once, none of them a labelled article."""
-    labelled = {_digest(r["text"]) for s in SPLITS for r in load_split(cfg, s)}
+    labelled = {text_digest(r["text"]) for s in SPLITS for r in load_split(cfg, s)}
     normalise = Normalizer(cfg.text, read_boilerplate(processed_dir(cfg)))
-    pool = []
-    for row in iter_rows(cfg.train.unlabelled):
-        if row.error or not row.data:
-            continue
-        text = normalise(join_fields(row.data.get(f) for f in cfg.data.text_fields))
-        if text and (digest := _digest(text)) not in labelled:
-            labelled.add(digest)
-            pool.append({"id": f"pseudo-{digest[:16]}", "text": text})
+    pool = [{"id": f"pseudo-{text_digest(text)[:16]}", "text": text}
+            for text in unlabelled_texts(cfg, [cfg.train.unlabelled], None, labelled, normalise)]
     if not pool:
         raise DataError(f"{cfg.train.unlabelled}: no unlabelled article left after removing labelled ones",
                         "too_few_rows")

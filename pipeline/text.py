@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -181,3 +182,8 @@ def arabic_share(text: str) -> float:
 def join_fields(values: Iterable[object]) -> str:
     """Join text fields (title, body) with a line break, skipping empty ones."""
     return "\n".join(str(v).strip() for v in values if v is not None and str(v).strip())
+
+
+def text_digest(text: str) -> str:
+    """sha1 of a text: equal digests, the same text (exact duplicates, held-out or labelled articles)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
