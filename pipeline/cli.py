@@ -54,10 +54,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"weighted-F1 {m['weighted_f1']:.3f}, ECE {m['ece']:.3f}")
     if "vs" in m:
         v = m["vs"]
-        print(f"against {v['model']}: macro-F1 {v['macro_f1_diff']:+.3f} (95% CI {v['macro_f1_diff_interval'][0]:+.3f}"
-              f" to {v['macro_f1_diff_interval'][1]:+.3f}, paired bootstrap p = {v['p_bootstrap']:.3f}); "
-              f"{v['only_a_right']} rows only this model got right, {v['only_b_right']} only the other "
-              f"(McNemar p = {v['p_mcnemar']:.3f})")
+        low, high = v.get("macro_f1_diff_interval") or (float("nan"), float("nan"))  # none on a single row
+        print(f"against {v['model']}: macro-F1 {v['macro_f1_diff']:+.3f} (95% CI {low:+.3f} to {high:+.3f}, paired "
+              f"bootstrap p = {v.get('p_bootstrap', float('nan')):.3f}); {v['only_a_right']} rows only this model got "
+              f"right, {v['only_b_right']} only the other (McNemar p = {v['p_mcnemar']:.3f})")
     if "multilabel_micro_f1" in m:
         print(multi_line(m).lstrip("\n"))
     print(f"wrote {out}/{{metrics.json,classification_report.txt,confusion_matrix.png,errors.csv}}")
