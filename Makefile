@@ -57,6 +57,7 @@ demo: install ## the main job on the embedded default: backbone, prepare, baseli
 bench: install ## benchmarks on ../shared/data: accuracy (security, ANT) and predictor throughput; results in benchmarks/results/
 	$(PY) benchmarks/sample_splits.py
 	$(PY) benchmarks/accuracy.py security
+	$(PY) benchmarks/cv_recipe.py
 	$(PY) benchmarks/accuracy.py ant
 	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/predict_throughput.py --model models/security-news-e5-small

@@ -1,12 +1,13 @@
 """Transfer to other outlets: train without one source of the security corpus, test on it (leave-source-out).
 
     python benchmarks/transfer.py                         # the TF-IDF baseline, every source left out in turn
-    python benchmarks/transfer.py --sources "Jawhara FM" BBC --fine-tune   # also the e5-small recipe (~20 min each)
+    python benchmarks/transfer.py --sources "Jawhara FM" BBC --fine-tune  # + e5-small and the ensemble (~20 min each)
 
 Each left-out source is its own prepared dataset (`data.split.files`: train and validation drawn from the other
 outlets, test = the left-out one), trained and logged to MLflow (sqlite:///mlflow.db) like any run. The test
-figures carry 95% bootstrap intervals; with --fine-tune the two models are compared on the same articles by a
-paired bootstrap and McNemar. Results go to benchmarks/results/security-transfer.json.
+figures carry 95% bootstrap intervals; with --fine-tune the e5-small fine-tune and its stacked ensemble with the
+baseline (combiner fitted on the validation slice of the other outlets) are each compared with the baseline on the
+same articles by a paired bootstrap and McNemar. Results go to benchmarks/results/security-transfer.json.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, overrides: list[str]) -> dict[str, Any]:
-    """Baseline (and the fine-tune) trained without `source`, tested on it."""
+    """Baseline (and the fine-tune and the ensemble) trained without `source`, tested on it."""
     from pipeline.baseline import train_baseline
     from pipeline.config import load_config
     from pipeline.data import prepare
@@ -69,16 +70,21 @@ def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, override
               *(f"data.split.files.{s}={p}" for s, p in files.items())]
     cfg = load_config(CONFIGS, common)
     prepare(cfg)
-    out: dict[str, Any] = {"source": source, "baseline": figures(train_baseline(cfg).metrics)}
+    base = train_baseline(cfg)
+    out: dict[str, Any] = {"source": source, "baseline": figures(base.metrics)}
     print(source, "baseline", json.dumps(out["baseline"]), flush=True)
     if fine_tune:
+        from pipeline.ensemble import fit_ensemble
         from pipeline.train import train
 
-        tuned = train(load_config([*CONFIGS, *E5], [*common, f"tracking.run_name={name}-e5-small",
-                                                     "train.epochs=8", "train.early_stopping_patience=3",
-                                                     *overrides]))
+        tuned_cfg = load_config([*CONFIGS, *E5], [*common, f"tracking.run_name={name}-e5-small", *overrides])
+        tuned = train(tuned_cfg)
         out["fine_tuned"] = figures(tuned.metrics) | {"vs_baseline": tuned.metrics["test"].get("vs_baseline")}
         print(source, "fine-tuned", json.dumps(out["fine_tuned"]), flush=True)
+        ens = fit_ensemble(tuned_cfg, [base.model_dir, tuned.model_dir])
+        out["ensemble"] = figures(ens.metrics) | {"vs_baseline": ens.metrics["test"].get("vs_baseline"),
+                                                  "combiner": ens.metrics["ensemble"]["combiner"]}
+        print(source, "ensemble", json.dumps(out["ensemble"]), flush=True)
     return out
 
 
@@ -86,7 +92,8 @@ def main() -> None:
     """Leave each chosen source out in turn; write the results JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", nargs="*", help="sources to leave out (default: every source)")
-    ap.add_argument("--fine-tune", action="store_true", help="also fine-tune e5-small per left-out source")
+    ap.add_argument("--fine-tune", action="store_true",
+                    help="also fine-tune e5-small (cpu.yaml: 4 epochs) and stack it with the baseline per source")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
     args = ap.parse_args()
     if not CORPUS.is_file():

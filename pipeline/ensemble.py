@@ -29,6 +29,7 @@ from pipeline.artifacts import (
     read_model_config,
     run_name,
 )
+from pipeline.baseline import against_baseline
 from pipeline.config import Config
 from pipeline.data import load_split, splits_sha256
 from pipeline.errors import ConfigError, ModelError
@@ -179,6 +180,9 @@ def _fit_ensemble(cfg: Config, tracker: Tracker, out: Path, paths: list[Path]) -
                                                                                 len(labels))), 4)
                                                         for n, p in zip(names, probs["test"], strict=True)}}
         metrics["train_seconds"] = round(time.time() - started, 1)
+        paired = against_baseline(cfg, rows["test"], calibrated["test"])
+        if paired:  # the baseline of this config learned from the same splits: compare on the same test articles
+            metrics["test"]["vs_baseline"] = paired
         if combiner.method == "member":
             metrics["ensemble"]["note"] = (
                 f"the stack did not beat its best member on validation (cross-validated macro-F1 "

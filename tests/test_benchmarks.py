@@ -54,6 +54,10 @@ def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
             "macro_f1_diff": 0.1, "p_bootstrap": 0.01}}}]})
     assert "| Jawhara FM | 100 | 0.600 [0.520, 0.680] | not run |  |" in text
     assert "| BBC | 100 | 0.600 [0.520, 0.680] | 0.700 [0.520, 0.680] | +0.100 (p = 0.010) |" in text
+    cnn = {"source": "CNN", "baseline": figures, "fine_tuned": figures, "ensemble": {**figures, "macro_f1": 0.65}}
+    both = report.transfer_table({"rows": 1751, "sources": [cnn]})
+    assert "stacked ensemble macro-F1" in both and "| CNN | 100 | 0.600 [0.520, 0.680] | 0.600 [0.520, 0.680] |  | " \
+        "0.650 [0.520, 0.680] |  |" in both
     base = {"accuracy": 0.75, "macro_f1": 0.65, "weighted_f1": 0.74, "ece": 0.06, "per_class_f1": {"a": 0.5},
             "intervals": {"accuracy": [0.7, 0.8], "macro_f1": [0.59, 0.73], "per_class_f1": {"a": [0.2, 0.7]}}}
     table = report.accuracy_table("Security", {"baseline": base, "data_report": {"label_counts": {"test": {"a": 263}}},
@@ -62,3 +66,24 @@ def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
                                                                "pooled_intervals": {"macro_f1": [0.68, 0.72]}}})
     assert "| 0.750 [0.700, 0.800] | 0.650 [0.590, 0.730] | 0.740 | 0.060 | 0.50 [0.20, 0.70] |" in table
     assert "pooled over the out-of-fold predictions of all 1751 articles 0.700 [0.680, 0.720]" in table
+
+
+def test_recipe_cross_validation_pools_folds_and_tests_against_the_baseline():
+    cv, report = _module("cv_recipe"), _module("report")
+    truth = ["a", "b", "c"] * 8
+    wrong = {"a": "b", "b": "c", "c": "a"}
+    folds = [{"fold": k, "truth": truth, "wall_seconds": 60.0, "ensemble": {"combiner": "weights", "note": None},
+              "pred": {"baseline": [wrong[t] if i % 3 == 0 else t for i, t in enumerate(truth)],
+                       "fine_tuned": truth, "ensemble": truth}} for k in range(2)]
+    s = cv.summarise(folds)
+    assert s["rows"] == 48 and s["folds"] == [0, 1]
+    assert s["ensemble"]["pooled_macro_f1"] == 1.0 and s["ensemble"]["macro_f1_std"] == 0.0
+    assert s["baseline"]["pooled_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    vs = s["ensemble"]["vs_baseline"]
+    assert vs["only_a_right"] == 16 and vs["only_b_right"] == 0 and vs["p_mcnemar"] < 0.001
+    assert s["ensemble"]["mean_gain_over_baseline"] == pytest.approx(1 - s["baseline"]["macro_f1_mean"], abs=1e-4)
+    text = report.cv_table(s)
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 4  # header and three models
+    assert rows[-1].startswith("| stacked ensemble (baseline + e5-small) | 1.000 ± 0.000 | 1.000 [")
+    assert "(p = 0.000, 0.000)" in rows[-1]

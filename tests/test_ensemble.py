@@ -53,6 +53,8 @@ def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
     assert again["combiner"] == combiner["combiner"] and again["candidates"] == combiner["candidates"]
     assert second.metrics["validation"] == first.metrics["validation"]
     assert second.metrics["test"]["macro_f1"] < first.metrics["test"]["macro_f1"]  # test was read, for scoring only
+    paired = first.metrics["test"]["vs_baseline"]  # against this config's baseline, on the same test articles
+    assert paired["baseline"] == members[0].name and paired["n"] == len(rows)
 
 
 def test_an_ensemble_is_a_model_like_any_other(two_baselines, tmp_path, capsys):

@@ -1,0 +1,163 @@
+"""5-fold cross-validation of the real-data recipe on the security corpus: the TF-IDF baseline, the e5-small
+fine-tune and their stacked ensemble, trained and tested on the same folds.
+
+    python benchmarks/cv_recipe.py                   # every fold (~20 min each on 2 CPU cores), then the summary
+    python benchmarks/cv_recipe.py --folds 0 1       # some folds; the summary pools the folds done so far
+    python benchmarks/cv_recipe.py --summary-only    # pool the saved folds without training
+
+Folds are the same stratified 5-fold split (seed 42) as `benchmarks/accuracy.py`'s baseline cross-validation, over
+every prepared article. In each fold the test part is the fold, validation a stratified 15% of the rest, and train
+the remainder: the baseline picks C, the fine-tune picks its epoch and the ensemble fits its combiner on that
+validation slice only. Each finished fold is saved (benchmarks/results/work/cv/fold-K.json) and skipped when the job
+runs again, so a stopped job loses at most the fold in progress. The summary (benchmarks/results/security-cv.json)
+gives per-fold mean and sd, the pooled out-of-fold macro-F1 and per-label F1 with 95% bootstrap intervals, and the
+paired bootstrap and McNemar tests of the fine-tune and the ensemble against the baseline on the same articles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "data" / "security-news" / "labelled.jsonl"
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = RESULTS / "work" / "cv"
+CONFIGS = [ROOT / "configs/base.yaml", ROOT / "configs/exp/security_news.yaml"]
+E5 = [ROOT / "configs/exp/e5_small.yaml", ROOT / "configs/exp/cpu.yaml"]
+MODELS = ("baseline", "fine_tuned", "ensemble")
+FOLDS = 5
+
+
+def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Path]:
+    """Train, validation (stratified 15% of the other folds) and test (fold `fold`) as JSONL files."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    from pipeline.readers import write_jsonl
+
+    y = [r["label"] for r in rows]
+    rest, test = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(rows, y))[fold]
+    train, val = train_test_split(list(rest), test_size=0.15, stratify=[y[i] for i in rest], random_state=seed)
+    parts = {"train": train, "validation": val, "test": list(test)}
+    return {name: write_jsonl(WORK / f"fold-{fold}" / f"{name}.jsonl", [rows[i] for i in idx])
+            for name, idx in parts.items()}
+
+
+def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str]) -> dict[str, Any]:
+    """Baseline, fine-tune and ensemble on one fold; their predictions on the fold's test articles."""
+    from pipeline.baseline import train_baseline
+    from pipeline.config import load_config
+    from pipeline.data import load_split, prepare
+    from pipeline.ensemble import fit_ensemble
+    from pipeline.scoring import load_scorer
+    from pipeline.train import train
+
+    started = time.time()
+    files = fold_files(rows, fold, seed=42)
+    name = f"security-news-cv{fold}"
+    common = [f"data.name={name}", f"data.processed_dir={WORK / 'processed'}", f"output_dir={WORK / 'models'}",
+              "data.min_per_class=1", "tracking.registered_model=null",
+              *(f"data.split.files.{s}={p}" for s, p in files.items())]
+    cfg = load_config(CONFIGS, common)
+    prepare(cfg)
+    dirs = {"baseline": train_baseline(cfg).model_dir}
+    tuned_cfg = load_config([*CONFIGS, *E5], [*common, f"tracking.run_name={name}-e5-small", *overrides])
+    dirs["fine_tuned"] = train(tuned_cfg).model_dir
+    ens = fit_ensemble(tuned_cfg, [dirs["baseline"], dirs["fine_tuned"]])
+    dirs["ensemble"] = ens.model_dir
+    test = load_split(cfg, "test")
+    texts = [r["text"] for r in test]
+    pred = {}
+    for model, directory in dirs.items():
+        scorer = load_scorer(directory)
+        pred[model] = [scorer.labels.ids[i] for i in scorer.score(texts)[0].argmax(axis=1)]
+    result = {"fold": fold, "n_test": len(test), "truth": [r["label"] for r in test], "pred": pred,
+              "models": {m: d.name for m, d in dirs.items()},
+              "ensemble": {k: ens.metrics["ensemble"].get(k) for k in ("combiner", "note")},
+              "wall_seconds": round(time.time() - started, 1), "overrides": overrides}
+    (WORK / f"fold-{fold}.json").write_text(json.dumps(result, ensure_ascii=False))
+    print(f"fold {fold}: " + ", ".join(f"{m} {macro_f1(result['truth'], pred[m]):.3f}" for m in MODELS), flush=True)
+    return result
+
+
+def macro_f1(truth: list[str], pred: list[str]) -> float:
+    """Macro-F1 over the labels in the truth or predictions (scikit-learn's default)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(truth, pred, average="macro"))
+
+
+def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-fold mean and sd, pooled out-of-fold figures with intervals, and paired tests against the baseline."""
+    from sklearn.metrics import f1_score
+
+    from pipeline.uncertainty import bootstrap_intervals, paired_test
+
+    truth = [t for f in folds for t in f["truth"]]
+    labels = sorted(set(truth))
+    index = {lb: i for i, lb in enumerate(labels)}
+    y = np.array([index[t] for t in truth])
+    pooled = {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in MODELS}
+    out: dict[str, Any] = {"folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
+    for m in MODELS:
+        scores = [macro_f1(f["truth"], f["pred"][m]) for f in folds]
+        out[m] = {"macro_f1_folds": [round(s, 4) for s in scores], "macro_f1_mean": round(float(np.mean(scores)), 4),
+                  "macro_f1_std": round(float(np.std(scores)), 4),
+                  "pooled_macro_f1": round(float(f1_score(y, pooled[m], average="macro")), 4),
+                  "pooled_accuracy": round(float(np.mean(y == pooled[m])), 4),
+                  "pooled_per_class_f1": {lb: round(float(f), 4) for lb, f in zip(labels, f1_score(
+                      y, pooled[m], labels=range(len(labels)), average=None, zero_division=0), strict=True)},
+                  "pooled_intervals": bootstrap_intervals(y, pooled[m], labels)}
+    for m in ("fine_tuned", "ensemble"):
+        out[m]["vs_baseline"] = paired_test(y, pooled[m], pooled["baseline"], len(labels))
+        out[m]["mean_gain_over_baseline"] = round(out[m]["macro_f1_mean"] - out["baseline"]["macro_f1_mean"], 4)
+    out["combiners"] = [f["ensemble"] for f in folds]
+    out["fold_wall_seconds"] = [f["wall_seconds"] for f in folds]
+    return out
+
+
+def main() -> None:
+    """Run the missing folds, then pool every saved fold."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--folds", nargs="*", type=int, default=list(range(FOLDS)), choices=range(FOLDS))
+    ap.add_argument("--summary-only", action="store_true", help="pool the saved folds without training")
+    ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
+    args = ap.parse_args()
+    if not CORPUS.is_file():
+        print(f"skipped: {CORPUS} is absent (benchmarks read real data from ../shared/data)")
+        return
+    from pipeline.config import load_config
+    from pipeline.data import SPLITS, load_split, prepare
+
+    cfg = load_config(CONFIGS)
+    prepare(cfg)
+    rows = [r for s in SPLITS for r in load_split(cfg, s)]  # normalised and deduplicated, as the baseline's CV
+    WORK.mkdir(parents=True, exist_ok=True)
+    if not args.summary_only:
+        for fold in args.folds:
+            if (WORK / f"fold-{fold}.json").is_file():
+                print(f"fold {fold}: done already ({WORK / f'fold-{fold}.json'})")
+                continue
+            run_fold(rows, fold, args.overrides)
+    done = [json.loads(p.read_text()) for p in sorted(WORK.glob("fold-*.json"))]
+    if not done:
+        print("no fold finished yet")
+        return
+    summary = summarise(done)
+    path = RESULTS / "security-cv.json"
+    path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))
+    for m in MODELS:
+        s = summary[m]
+        ci = s["pooled_intervals"]["macro_f1"]
+        print(f"{m}: mean macro-F1 {s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} over {len(done)} folds; "
+              f"pooled {ci}" + (f"; vs baseline {s['vs_baseline']}" if "vs_baseline" in s else ""))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
