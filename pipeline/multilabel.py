@@ -12,6 +12,7 @@ from sklearn.metrics import precision_recall_fscore_support as prfs
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from pipeline.metrics import classification_metrics, report_text
+from pipeline.uncertainty import bootstrap_intervals, label_set_intervals
 
 DEFAULT_THRESHOLD = 0.5  # for a label that validation has no positive of
 
@@ -114,4 +115,7 @@ def calibrated_multilabel(probs_at: dict[str, Any], y: dict[str, np.ndarray], y_
     metrics = {split: multilabel_metrics(y[split], y_true[split], probs[split], thresholds, names) for split in probs}
     for m in metrics.values():
         m["ece_uncalibrated"] = m["ece"]
+    if "test" in metrics:  # the primary label's intervals, and those of the label-set F1s
+        metrics["test"]["intervals"] = bootstrap_intervals(y["test"], probs["test"].argmax(axis=1), list(names)) | \
+            label_set_intervals(y_true["test"], predict_multi_hot(probs["test"], thresholds, names))
     return metrics, thresholds, probs

@@ -68,6 +68,34 @@ def bootstrap_intervals(y: np.ndarray, pred: np.ndarray, labels: list[str], resa
                              for i, lb in enumerate(labels)}}
 
 
+def label_set_intervals(y_true: np.ndarray, pred: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED,
+                        ) -> dict[str, list[float]]:
+    """95% percentile bootstrap intervals (over articles) for multi-label micro- and macro-F1 of label sets, from
+    multi-hot truth and predictions (articles x labels); a label never true nor predicted scores 0, as in
+    scikit-learn with zero_division=0."""
+    from scipy.stats import bootstrap
+
+    t, p = np.asarray(y_true, dtype=bool), np.asarray(pred, dtype=bool)
+    if len(t) < 2:
+        return {}
+    tp, wrong = (t & p).astype(np.float32), (t ^ p).astype(np.float32)
+
+    def scores(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, b = tp[idx].sum(-2), wrong[idx].sum(-2)  # per resample and label: true positives, FP + FN
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per = np.where(2 * a + b > 0, 2 * a / (2 * a + b), 0.0)
+            micro = np.nan_to_num(2 * a.sum(-1) / (2 * a + b).sum(-1))
+        return micro, per.mean(-1)
+
+    out = {}
+    for k, name in enumerate(("multilabel_micro_f1", "multilabel_macro_f1")):
+        res = bootstrap((np.arange(len(t)),), lambda i, axis, k=k: scores(np.asarray(i))[k], vectorized=True,
+                        n_resamples=resamples, batch=200, confidence_level=LEVEL, method="percentile",
+                        random_state=seed)
+        out[name] = _interval(res.confidence_interval.low, res.confidence_interval.high)
+    return out
+
+
 def paired_test(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_labels: int,
                 resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
     """Model A against model B on the same articles.

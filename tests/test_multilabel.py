@@ -109,6 +109,17 @@ def test_labels_mode_is_checked_and_saved(baseline_multi):
     assert "mode: multi" in (result.model_dir / "pipeline.yaml").read_text(encoding="utf-8")
 
 
+def test_a_multi_label_run_reports_intervals_for_the_primary_and_the_label_sets(baseline_multi):
+    _cfg, result = baseline_multi
+    test = json.loads((result.model_dir / "metrics.json").read_text())["test"]
+    for key in ("macro_f1", "multilabel_micro_f1", "multilabel_macro_f1"):
+        low, high = test["intervals"][key]
+        assert low <= test[key] <= high
+    assert set(test["intervals"]["per_class_f1"]) == set(LABEL_WORDS)
+    card = (result.model_dir / "README.md").read_text(encoding="utf-8")
+    assert f"| all labels: micro-F1 | {test['multilabel_micro_f1']:.3f} [" in card
+
+
 # --- metrics and thresholds ------------------------------------------------------------------------------------
 
 Y = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]])

@@ -6,7 +6,7 @@ from sklearn.metrics import f1_score
 
 from pipeline.baseline import train_baseline
 from pipeline.cli import main
-from pipeline.uncertainty import bootstrap_intervals, macro_f1, paired_test, per_label_f1
+from pipeline.uncertainty import bootstrap_intervals, label_set_intervals, macro_f1, paired_test, per_label_f1
 
 LABELS = [f"l{i}" for i in range(5)]
 
@@ -33,6 +33,19 @@ def test_intervals_hold_the_point_and_narrow_with_more_articles():
         assert set(ci["per_class_f1"]) == set(LABELS) and ci["level"] == 0.95
     width = {n: ci["macro_f1"][1] - ci["macro_f1"][0] for n, ci in ((100, small), (1600, large))}
     assert width[1600] < width[100] / 2.5  # ~ 1/sqrt(16) = a quarter
+
+
+def test_label_set_intervals_hold_scikit_learns_micro_and_macro_f1():
+    rng = np.random.default_rng(3)
+    truth = rng.random((400, 5)) < 0.3
+    truth[:, 4] = False  # a label never true: scored 0 when never predicted either (zero_division=0)
+    pred = np.where(rng.random(truth.shape) < 0.8, truth, ~truth)
+    pred[:, 4] = False
+    ci = label_set_intervals(truth, pred, resamples=500)
+    for key, avg in (("multilabel_micro_f1", "micro"), ("multilabel_macro_f1", "macro")):
+        point = f1_score(truth, pred, average=avg, zero_division=0)
+        assert ci[key][0] < point < ci[key][1] and ci[key][1] - ci[key][0] < 0.1
+    assert label_set_intervals(truth[:1], pred[:1]) == {}
 
 
 def test_paired_test_finds_a_real_difference_and_not_a_null_one():
