@@ -222,7 +222,7 @@ def drift(job: DriftJob) -> tuple[Path, dict[str, Any]]:
         report["note"] = f"only {stats.scored} rows scored: the statistics are noisy"
     out = _output(job, scorer.directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "drift.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    _write(report, out)  # before tracking: a store that fails now loses nothing
     plot_drift(profile, report, out / "drift.png")
     _track(tracker, job, report, out)
     return out, report
@@ -253,5 +253,10 @@ def _track(tracker: Any, job: DriftJob, report: dict[str, Any], out: Path) -> No
             metrics[f"drift_{name}"] = dim["statistic"]
             metrics[f"drift_{name}_flagged"] = int(dim["flagged"])
         tracker.log_metrics(metrics)
+        report["run_id"] = tracker.run_id  # drift.json names its MLflow run, here and in the run's artifacts
+        _write(report, out)
         tracker.log_files([out / "drift.json", out / "drift.png"])
-        report["run_id"] = tracker.run_id
+
+
+def _write(report: dict[str, Any], out: Path) -> None:
+    (out / "drift.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from helpers import FIXTURES, base_overrides, make_corpus, write_jsonl
@@ -146,6 +147,10 @@ def test_report_is_logged_as_a_drift_run(baseline, tmp_path):
     assert run.data.metrics["drift_vocabulary_flagged"] == 0 and "drift_labels" in run.data.metrics
     names = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(report["run_id"])}
     assert {"drift.json", "drift.png"} <= names
+    saved = json.loads((tmp_path / "r" / "drift.json").read_text(encoding="utf-8"))
+    fetched = mlflow.MlflowClient(uri).download_artifacts(report["run_id"], "drift.json", str(tmp_path))
+    logged = json.loads(Path(fetched).read_text(encoding="utf-8"))
+    assert saved["run_id"] == logged["run_id"] == report["run_id"]
 
 
 def test_tiny_transformer_profile_and_drift(trained, tmp_path):
