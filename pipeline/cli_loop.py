@@ -91,7 +91,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     job = ReviewJob(model=args.model, input=args.input, output=args.output, n=args.n, strategy=args.strategy,
                     overwrite=args.overwrite, text_fields=args.text_fields, id_field=args.id_field,
-                    progress=not args.quiet)
+                    progress=not args.quiet, runtime=args.runtime)
     print(review(job).line(job))
     return 0
 
@@ -108,6 +108,9 @@ def _review_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-field", dest="text_fields", type=lambda v: v.split(","),
                    help="comma-separated text fields (default: the model's data.text_fields)")
     p.add_argument("--id-field", help="id field (default: the model's data.id_field)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"],
+                   help="a transformer's runtime, as in predict: auto (default) picks the fastest that agrees with "
+                        "float on this CPU; torch scores in exact float")
     p.add_argument("--overwrite", action="store_true", help="replace an existing queue file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.data import stable_id
 from pipeline.errors import DataError, PipelineError
 from pipeline.files import format_of
-from pipeline.predict import PredictJob, Predictor, load, windows
+from pipeline.predict import PredictJob, Predictor, load, switch_runtime, windows
 from pipeline.readers import RawRow, detect_format, iter_rows
 from pipeline.text import arabic_share, join_fields
 
@@ -46,6 +46,7 @@ class ReviewJob:
     text_fields: list[str] | None = None
     id_field: str | None = None
     progress: bool = True
+    runtime: str | None = None  # None: the model's predict.runtime (auto unless set); torch scores in exact float
 
 
 @dataclass
@@ -221,9 +222,12 @@ def embed(texts: list[str], seed: int = 0, dims: int = 64) -> np.ndarray:
 def review(job: ReviewJob) -> ReviewSummary:
     """Score a dump with any model directory and write the review queue (CSV or JSONL) atomically."""
     check_job(job)
-    flags = {"text_fields": job.text_fields, "id_field": job.id_field}
+    flags = {"text_fields": job.text_fields, "id_field": job.id_field, "runtime": job.runtime}
     scorer, name, opts = load(PredictJob(model=job.model, input=job.input, output=job.output), flags)
-    reviewer = Reviewer(Predictor(scorer, name, opts), job.strategy)
+    predictor = Predictor(scorer, name, opts)
+    if opts.fast_runtime or opts.runtime == "auto":  # as predict: the fastest runtime that agrees with float here
+        switch_runtime(predictor, opts, job.input)
+    reviewer = Reviewer(predictor, job.strategy)
     pool = Pool(job.n * POOL_FACTOR if job.strategy == "diverse" else job.n)
     summary = ReviewSummary()
     bar = _progress(job)

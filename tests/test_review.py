@@ -6,6 +6,7 @@ import gzip
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,9 +198,14 @@ def test_transformer_model_queue(trained, dump, dump_file, tmp_path):
     probs = load_scorer(model, device="cpu").predict_proba([f"{r['title']}\n{r['text']}" for r in rows])
     top2 = np.sort(probs, axis=1)[:, -2:]
     gaps = top2[:, 1] - top2[:, 0]
-    got = _queue(model, dump_file, tmp_path / "q.csv", 5, "margin")
+    got = _queue(model, dump_file, tmp_path / "q.csv", 5, "margin", "--runtime", "torch")  # exact float
     assert [float(r["margin"]) for r in got] == pytest.approx(sorted(gaps)[:5], abs=1e-3)
     assert all(r["label"] == "" and r["predicted_label"] in LABELS for r in got)
+    # by default, as predict: the fastest runtime that agrees with float on this CPU, chosen once and cached
+    copy = Path(shutil.copytree(model, tmp_path / "model"))
+    auto = _queue(copy, dump_file, tmp_path / "auto.csv", 5, "margin")
+    assert len(auto) == 5 and all(r["predicted_label"] in LABELS for r in auto)
+    assert json.loads((copy / "runtime_choice.json").read_text())
 
 
 def _fill(queue: Path, labels: dict[str, str], extra: list[dict] | None = None) -> Path:
