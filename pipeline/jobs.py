@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -56,6 +56,20 @@ def disk_error(exc: OSError, doing: str, state: str, resumable: bool = False) ->
     """One line: what failed and where, why, and what is safe on disk."""
     where = f" ({exc.filename})" if exc.filename else ""
     return DiskError(f"{doing}{where}: {exc.strerror or exc}; {state}", resumable)
+
+
+@contextlib.contextmanager
+def on_disk_fault(doing: str, state: str | Callable[[], tuple[str, bool]], resumable: bool = False) -> Iterator[None]:
+    """A disk fault inside the block becomes one DiskError line: what failed, why, and what is safe on disk (`state`,
+    or a function giving the state and whether a rerun can resume, looked at only when the fault happens). Other
+    errors pass through."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_fault(exc):
+            raise
+        said, can_resume = state() if callable(state) else (state, resumable)
+        raise disk_error(exc, doing, said, can_resume) from None
 
 
 def _same_file(fd: int, path: Path) -> bool:

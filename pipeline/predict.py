@@ -18,7 +18,7 @@ from pipeline import autoruntime
 from pipeline.artifacts import Scorer, model_name, read_model_config
 from pipeline.config import PredictConfig, with_flags
 from pipeline.errors import DataError
-from pipeline.jobs import DiskError, StopSignals, disk_error, exclusive, is_disk_fault
+from pipeline.jobs import DiskError, StopSignals, disk_error, exclusive, is_disk_fault, on_disk_fault
 from pipeline.readers import RawRow, detect_format, iter_rows
 from pipeline.scoring import load_scorer
 from pipeline.sinks import errors_file, open_sink, output_columns, prepare_output
@@ -267,13 +267,9 @@ def _classify(job: PredictJob, predictor: Predictor, window_size: int, sink: Any
     if bar is not None:
         bar.close()
     stop.check(f"stopped after {summary.rows} rows; {job.output} is complete through input line {last}")
-    try:
+    with on_disk_fault(f"finishing {job.output}", "every row is written; rerun with --resume to finish the output",
+                       resumable=True):
         sink.close()
-    except OSError as exc:
-        if not is_disk_fault(exc):
-            raise
-        raise disk_error(exc, f"finishing {job.output}", "every row is written; rerun with --resume to finish "
-                         "the output", resumable=True) from None
     summary.seconds = time.time() - started
     return summary
 

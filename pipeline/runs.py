@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.artifacts import CHECKPOINTS, write_evaluation, write_model_dir
 from pipeline.config import Config
-from pipeline.jobs import disk_error, is_disk_fault
+from pipeline.jobs import on_disk_fault
 from pipeline.labels import LabelMap
 from pipeline.profiles import write_profile
 from pipeline.tracking import Tracker
@@ -36,28 +36,22 @@ def finish_run(tracker: Tracker, out: Path, *, kind: str, cfg: Config, labels: L
     A full or read-only disk stops it with one line saying what is complete: the checkpoints stay until the model
     directory is written, and a store that fails later leaves that directory whole.
     """
-    try:
+    def incomplete() -> tuple[str, bool]:
+        kept = (out / CHECKPOINTS).is_dir()
+        return ("it is incomplete and the run is FAILED; free space, then run again"
+                f"{' with --resume: the checkpoints are kept' if kept else ''}", kept)
+
+    with on_disk_fault(f"writing the model directory {out}", incomplete):
         write_model_dir(out, kind=kind, cfg=cfg, labels=labels, metrics=metrics, temperature=temperature,
                         save_weights=save_weights, extra=extra, run_id=tracker.run_id, thresholds=thresholds)
         write_evaluation(out, test_rows, labels.encode(test_rows), test_probs, labels, metrics_file=False,
                          thresholds=thresholds)
         write_profile(out, kind=kind, cfg=cfg, labels=labels, test_rows=test_rows, test_probs=test_probs)
-    except OSError as exc:
-        if not is_disk_fault(exc):
-            raise
-        kept = (out / CHECKPOINTS).is_dir()
-        raise disk_error(exc, f"writing the model directory {out}", "it is incomplete and the run is FAILED; free "
-                         f"space, then run again{' with --resume: the checkpoints are kept' if kept else ''}",
-                         resumable=kept) from None
     if not cfg.train.keep_checkpoints:  # the model is written: nothing left to resume
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    try:
+    with on_disk_fault("logging the run to MLflow", f"the model directory {out} is complete and usable; free space "
+                       "in the tracking store before the next run"):
         tracker.log_final(metrics, list(labels.ids))
         tracker.log_dir(out)
         tracker.log_model(out, exclude=(CHECKPOINTS,))  # kept checkpoints stay local, never in the store
-    except OSError as exc:
-        if not is_disk_fault(exc):
-            raise
-        raise disk_error(exc, "logging the run to MLflow", f"the model directory {out} is complete and usable; "
-                         "free space in the tracking store before the next run") from None
     return RunResult(model_dir=out, metrics=metrics, run_id=tracker.run_id)

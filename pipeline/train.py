@@ -42,7 +42,7 @@ from pipeline.finetune import (
     precision_flags,
     weighted_loss,
 )
-from pipeline.jobs import StopSignals, disk_error, exclusive, is_disk_fault
+from pipeline.jobs import StopSignals, exclusive, on_disk_fault
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
 from pipeline.model import (
@@ -168,15 +168,13 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
         compute_metrics=_compute_metrics(labels, va["enc"], va["y"], va_y if multi else None),
         callbacks=stop + callbacks,
         head_lr=cfg.train.head_learning_rate, lr_decay=cfg.train.layerwise_lr_decay)
-    try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except OSError as exc:
-        if not is_disk_fault(exc):
-            raise
+    def saved() -> tuple[str, bool]:
         last = complete_checkpoint(out / CHECKPOINTS)  # also drops the checkpoint the fault cut short
         state = f"the last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
-        raise disk_error(exc, f"training into {out}", f"{state}; free space, then rerun with --resume",
-                         resumable=True) from None
+        return f"{state}; free space, then rerun with --resume", True
+
+    with on_disk_fault(f"training into {out}", saved):
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     barrier()  # every rank has loaded the best checkpoint before rank 0 may remove the checkpoints
     return trainer.model, trainer
 

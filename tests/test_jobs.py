@@ -293,6 +293,24 @@ def test_full_store_leaves_a_complete_model_directory(cfg_tiny, tmp_path, monkey
     assert load_scorer(out).score(["اعتقال خلية"])[0].shape == (1, 7)
 
 
+def test_on_disk_fault_says_what_is_safe_and_lets_other_errors_through(tmp_path):
+    from pipeline.jobs import DiskError, on_disk_fault
+
+    looked = []
+    full = r"^writing x \(/full/f\): No space left on device; 3 rows kept$"
+    with pytest.raises(DiskError, match=full) as caught, \
+            on_disk_fault("writing x", lambda: (looked.append(1) or "3 rows kept", True)):
+        raise OSError(errno.ENOSPC, "No space left on device", "/full/f")
+    assert caught.value.resumable and looked == [1]
+    with pytest.raises(FileNotFoundError), \
+            on_disk_fault("writing x", lambda: looked.append(2) or ("never", False)):  # not the disk's fault
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "nope"))
+    assert looked == [1]  # the state is looked at only when the disk failed
+    with pytest.raises(DiskError, match="read-only") as caught, on_disk_fault("logging", "the directory is whole"):
+        raise OSError(errno.EROFS, "read-only file system")
+    assert not caught.value.resumable
+
+
 def test_stop_signals_defer_the_first_signal_and_stop_at_the_second():
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN when started in the background
     with StopSignals("finishing") as stop:
