@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.autoruntime import CANDIDATES
-from pipeline.errors import DataError, ModelError, PipelineError
+from pipeline.errors import DataError, PipelineError
 from pipeline.jobs import exclusive
 from pipeline.predict import PredictJob, Predictor, Summary, load, switch_runtime
 from pipeline.readers import RawRow, detect_format, parse_jsonl_line
-from pipeline.sinks import COLUMNS, _schema
+from pipeline.sinks import _schema, output_columns
 
 INSTALL = "pip install 'arabic-news-pipeline[spark]' (pyspark 4) and Java 17 (apt install openjdk-17-jre-headless)"
 # what `runtime.apply` tags each runtime `auto` may choose, so the workers can be given the same one explicitly
@@ -32,8 +32,9 @@ RUNTIME_OF_TAG = {"+onnx-int8": CANDIDATES["onnx int8"], "+bf16": CANDIDATES["to
 FLOAT_FLAGS = {"runtime": "torch", "quantize": "none", "precision": "fp32"}
 LINE = "_pipeline_line"  # the input line number travels in a column no dump is likely to have
 NO_NULL = "\u0000"  # CSV: read empty fields as "", like Python's csv module, not as null
-SCHEMA = ("id string, line bigint, label string, confidence double, needs_review boolean, flags array<string>, "
-          "top array<struct<label:string,prob:double>>, model string, error string")  # = sinks._schema
+DDL = {"id": "string", "line": "bigint", "label": "string", "confidence": "double", "labels": "array<string>",
+       "needs_review": "boolean", "flags": "array<string>", "top": "array<struct<label:string,prob:double>>",
+       "model": "string", "error": "string"}  # = sinks._schema, in Spark's words
 
 _PREDICTORS: dict[tuple[str, str], Predictor] = {}  # one per Python worker and model + options
 
@@ -114,7 +115,8 @@ def classify_batches(batches: Iterator[Any], spec: tuple[str, ...], loads: Any,
         if hook is not None:
             hook(batch.column(LINE).to_pylist())
         outs = predictor.run(raw_rows(batch, kind, source))
-        yield pa.RecordBatch.from_pylist([{c: o[c] for c in COLUMNS} for o in outs], schema=_schema())
+        columns = output_columns(predictor.multi)  # a multi-label model adds `labels`, as the local sinks do
+        yield pa.RecordBatch.from_pylist([{c: o[c] for c in columns} for o in outs], schema=_schema(columns))
 
 
 def session(master: str | None) -> Any:
@@ -216,16 +218,13 @@ def _plan(fs: _Fs, job: SparkJob, last: int) -> tuple[list[tuple[int, int]], int
     return todo, len(planned) - len(todo)
 
 
-def _driver_check(job: SparkJob, flags: dict[str, Any]) -> tuple[str, str, Any, dict[str, Any]]:
+def _driver_check(job: SparkJob, flags: dict[str, Any]) -> tuple[str, str, Any, dict[str, Any], bool]:
     """Load the model once on the driver: bad flags and a disagreeing fast runtime fail before Spark starts.
 
     `auto` is settled here, once, and the workers get the runtime it chose as explicit flags; returns the model's
-    local directory, its output name, the options and the flags for the workers.
+    local directory, its output name, the options, the flags for the workers, and whether it is multi-label.
     """
     scorer, name, opts = load(PredictJob(job.model, job.input, job.output), flags)
-    if scorer.multi:  # the Spark schema has no `labels` column yet: refused rather than dropped
-        raise ModelError(f"{job.model}: a multi-label model; --engine spark does not write `labels` yet, use the "
-                         "local predictor")
     auto = opts.runtime == "auto" and scorer.transformer is not None  # a TF-IDF model has nothing to choose
     if (opts.fast_runtime or auto) and "://" not in job.input:
         predictor = Predictor(scorer, name, opts)
@@ -234,7 +233,7 @@ def _driver_check(job: SparkJob, flags: dict[str, Any]) -> tuple[str, str, Any, 
             flags = {**flags, **RUNTIME_OF_TAG.get(predictor.name.removeprefix(name), FLOAT_FLAGS)}
     elif opts.runtime == "auto":
         flags = {**flags, **FLOAT_FLAGS}  # nothing to try on a remote input: the float model, as on stdin
-    return str(scorer.directory), name, opts, flags
+    return str(scorer.directory), name, opts, flags, scorer.multi
 
 
 def predict_spark(job: SparkJob, flags: dict[str, Any] | None = None, spark: Any = None,
@@ -252,16 +251,16 @@ def predict_spark(job: SparkJob, flags: dict[str, Any] | None = None, spark: Any
     if job.part_rows < 1:
         raise DataError("--part-rows: expected a positive number of input lines", "bad_option")
     flags = flags or {}
-    local, name, opts, flags = _driver_check(job, flags)
+    local, name, opts, flags, multi = _driver_check(job, flags)
     lock = exclusive(job.output, "output") if "://" not in job.output else contextlib.nullcontext()
     with lock:
         spark = spark or session(job.master)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(opts.window))
         spec = (job.model, local, name, json.dumps(flags, sort_keys=True), kind, job.input)
-        return _run(spark, job, spec, hook)
+        return _run(spark, job, spec, hook, ", ".join(f"{c} {DDL[c]}" for c in output_columns(multi)))
 
 
-def _run(spark: Any, job: SparkJob, spec: tuple[str, ...], hook: Any) -> SparkResult:
+def _run(spark: Any, job: SparkJob, spec: tuple[str, ...], hook: Any, schema: str) -> SparkResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -275,7 +274,7 @@ def _run(spark: Any, job: SparkJob, spec: tuple[str, ...], hook: Any) -> SparkRe
     try:
         for lo, hi in todo:
             part = data.filter(F.col(LINE).between(lo, hi)).repartitionByRange(slices, LINE).sortWithinPartitions(LINE)
-            out = part.mapInArrow(lambda it: classify_batches(it, spec, loads, hook), SCHEMA)
+            out = part.mapInArrow(lambda it: classify_batches(it, spec, loads, hook), schema)
             out.write.mode("overwrite").parquet(range_dir(job.output, lo, hi))
     finally:
         data.unpersist()

@@ -50,6 +50,24 @@ def make_corpus(per_label: int = 20, seed: int = 0, words: int = 30) -> list[dic
     return rows
 
 
+SECONDARY = {"security_operation": "recruitment", "politics_diplomacy": "military_operation"}
+
+
+def multi_corpus(per_label: int = 24, seed: int = 0) -> list[dict]:
+    """The fixture corpus, where every other security_operation (politics_diplomacy) article is also about
+    recruitment (military operations): those carry its words and a second label."""
+    rng = random.Random(seed)
+    rows = make_corpus(per_label=per_label, seed=seed)
+    for i, row in enumerate(rows):
+        second = SECONDARY.get(row["label"])
+        if second and i % 2 == 0:
+            row["text"] += " " + " ".join(rng.choice(LABEL_WORDS[second]) for _ in range(14))
+            row["labels"] = [row["label"], second]
+        else:
+            row["labels"] = [row["label"]]
+    return rows
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     """Write rows as JSONL."""
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -2,13 +2,12 @@
 on validation, the one-vs-rest baseline, the sigmoid/BCE transformer, and `labels` in every output."""
 
 import json
-import random
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import LABEL_WORDS, Tiny, make_corpus, write_jsonl
+from helpers import LABEL_WORDS, SECONDARY, Tiny, multi_corpus, write_jsonl
 
 from pipeline.cli import main
 from pipeline.config import DataConfig, load_config
@@ -25,24 +24,6 @@ from pipeline.multilabel import (
 
 NAMES = ["a", "b", "c"]
 LABELS = LabelMap(ids=tuple(LABEL_WORDS), mapping={"arrests": "security_operation"})
-SECONDARY = {"security_operation": "recruitment", "politics_diplomacy": "military_operation"}
-
-
-def multi_corpus(per_label: int = 24, seed: int = 0) -> list[dict]:
-    """The fixture corpus, where every other security_operation (politics_diplomacy) article is also about
-    recruitment (military operations): those carry its words and a second label."""
-    rng = random.Random(seed)
-    rows = make_corpus(per_label=per_label, seed=seed)
-    for i, row in enumerate(rows):
-        second = SECONDARY.get(row["label"])
-        if second and i % 2 == 0:
-            row["text"] += " " + " ".join(rng.choice(LABEL_WORDS[second]) for _ in range(14))
-            row["labels"] = [row["label"], second]
-        else:
-            row["labels"] = [row["label"]]
-    return rows
-
-
 @pytest.fixture(scope="module")
 def baseline_multi(tmp_path_factory):
     """A multi-label TF-IDF baseline on the multi-label fixture corpus."""
@@ -294,17 +275,6 @@ def test_a_multi_label_model_without_thresholds_is_refused(baseline_multi, tmp_p
     (copy / "thresholds.json").unlink()
     with pytest.raises(ModelError, match=r"multi-label model without thresholds\.json"):
         load_scorer(copy)
-
-
-def test_spark_refuses_a_multi_label_model_before_starting(baseline_multi, tmp_path):
-    from pipeline.errors import ModelError
-    from pipeline.spark import SparkJob, predict_spark
-
-    _cfg, result = baseline_multi
-    job = SparkJob(model=str(result.model_dir), input=str(_dump(tmp_path)), output=str(tmp_path / "out"))
-    with pytest.raises(ModelError, match=r"multi-label model; --engine spark does not write `labels` yet"):
-        predict_spark(job)
-    assert not (tmp_path / "out").exists()
 
 
 def test_pyfunc_returns_labels(baseline_multi):

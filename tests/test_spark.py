@@ -75,7 +75,7 @@ def _rows(path: Path) -> list[dict]:
     frame = pd.read_parquet(path).sort_values("line").astype(object)
     frame = frame.where(frame.notna(), None)
     return [{**r, "top": [dict(t) for t in r["top"]], "flags": list(r["flags"]),
-             } for r in frame.to_dict("records")]
+             **({"labels": list(r["labels"])} if "labels" in r else {})} for r in frame.to_dict("records")]
 
 
 def _same(got: list[dict], want: list[dict]) -> None:
@@ -195,6 +195,31 @@ def test_csv_and_parquet_rows_are_numbered_as_the_local_reader_does(spark, model
     _same(got, want)
     assert [r["line"] for r in got][:2] == ([2, 3] if ext == "csv" else [1, 2])
     assert got[5]["error"] == "empty_text"
+
+
+def test_a_multi_label_model_writes_labels_as_the_local_predictor(spark, tmp_path_factory, dump, tmp_path):
+    from helpers import base_overrides, multi_corpus, write_jsonl
+
+    from pipeline.baseline import train_baseline
+    from pipeline.config import load_config
+    from pipeline.data import prepare
+    from pipeline.sinks import MULTI_COLUMNS
+
+    root = tmp_path_factory.mktemp("multi")
+    cfg = load_config(overrides=[*base_overrides(root, write_jsonl(root / "c.jsonl", multi_corpus())),
+                                 "labels.mode=multi"])
+    prepare(cfg)
+    model = train_baseline(cfg).model_dir
+    out, ref = tmp_path / "out", tmp_path / "ref.jsonl"
+    assert main(_args(model, dump, out, "--engine", "spark")) == 0
+    assert main(_args(model, dump, ref)) == 0
+    got, want = _rows(out), _rows(ref)
+    _same(got, want)
+    assert [r["labels"] for r in got] == [r["labels"] for r in want]
+    assert all(r["labels"][0] == r["label"] for r in got if r["label"])  # the primary first
+    schema = pq.read_table(next(out.glob("*/*.parquet"))).schema
+    assert schema.names == list(MULTI_COLUMNS) and str(schema.field("labels").type) in (
+        "list<element: string>", "list<item: string>")
 
 
 def test_user_errors_are_one_line(model_dir, dump, tmp_path, capsys, monkeypatch):
