@@ -103,7 +103,7 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     index = {lb: i for i, lb in enumerate(labels)}
     y = np.array([index[t] for t in truth])
     pooled = {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in MODELS}
-    out: dict[str, Any] = {"folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
+    out: dict[str, Any] = {"k": FOLDS, "folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
     for m in MODELS:
         scores = [macro_f1(f["truth"], f["pred"][m]) for f in folds]
         out[m] = {"macro_f1_folds": [round(s, 4) for s in scores], "macro_f1_mean": round(float(np.mean(scores)), 4),

@@ -78,8 +78,10 @@ def cv_table(r: dict) -> str:
     names = {"baseline": "TF-IDF + logistic regression", "fine_tuned": "e5-small fine-tuned, CPU",
              "ensemble": "stacked ensemble (baseline + e5-small)"}
     labels = r["labels"]
-    lines = [f"**Security corpus, {len(r['folds'])}-fold cross-validation of the recipe** ({r['rows']} articles, "
-             "each tested once; mean ± sd over folds, then pooled out-of-fold figures with 95% bootstrap intervals)",
+    k, done = r.get("k", len(r["folds"])), len(r["folds"])
+    which = f"{k}-fold" if done == k else f"{done} of the {k} folds of a {k}-fold"
+    lines = [f"**Security corpus, {which} cross-validation of the recipe** ({r['rows']} articles, each tested "
+             "once; mean ± sd over folds, then pooled out-of-fold figures with 95% bootstrap intervals)",
              "", "| model | macro-F1 per fold, mean ± sd | pooled macro-F1 | "
              "− baseline (paired bootstrap p, McNemar p) | " + " | ".join(labels) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(labels)]
