@@ -28,8 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "security-news" / "labelled.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "cv"
-CONFIGS = [ROOT / "configs/base.yaml", ROOT / "configs/exp/security_news.yaml"]
-E5 = [ROOT / "configs/exp/e5_small.yaml", ROOT / "configs/exp/cpu.yaml"]
 MODELS = ("baseline", "fine_tuned", "ensemble")
 FOLDS = 5
 
@@ -50,26 +48,16 @@ def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Pa
 
 def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str]) -> dict[str, Any]:
     """Baseline, fine-tune and ensemble on one fold; their predictions on the fold's test articles."""
-    from pipeline.baseline import train_baseline
-    from pipeline.config import load_config
-    from pipeline.data import load_split, prepare
-    from pipeline.ensemble import fit_ensemble
+    from recipe import run_recipe
+
+    from pipeline.data import load_split
     from pipeline.scoring import load_scorer
-    from pipeline.train import train
 
     started = time.time()
-    files = fold_files(rows, fold, seed=42)
-    name = f"security-news-cv{fold}"
-    common = [f"data.name={name}", f"data.processed_dir={WORK / 'processed'}", f"output_dir={WORK / 'models'}",
-              "data.min_per_class=1", "tracking.registered_model=null",
-              *(f"data.split.files.{s}={p}" for s, p in files.items())]
-    cfg = load_config(CONFIGS, common)
-    prepare(cfg)
-    dirs = {"baseline": train_baseline(cfg).model_dir}
-    tuned_cfg = load_config([*CONFIGS, *E5], [*common, f"tracking.run_name={name}-e5-small", *overrides])
-    dirs["fine_tuned"] = train(tuned_cfg).model_dir
-    ens = fit_ensemble(tuned_cfg, [dirs["baseline"], dirs["fine_tuned"]])
-    dirs["ensemble"] = ens.model_dir
+    cfg, runs = run_recipe(f"security-news-cv{fold}", fold_files(rows, fold, seed=42), WORK, overrides,
+                           extra=(f"output_dir={WORK / 'models'}", "tracking.registered_model=null"))
+    dirs = {kind: run.model_dir for kind, run in runs.items()}
+    ens = runs["ensemble"]
     test = load_split(cfg, "test")
     texts = [r["text"] for r in test]
     pred = {}
@@ -131,6 +119,8 @@ def main() -> None:
     if not CORPUS.is_file():
         print(f"skipped: {CORPUS} is absent (benchmarks read real data from ../shared/data)")
         return
+    from recipe import CONFIGS
+
     from pipeline.config import load_config
     from pipeline.data import SPLITS, load_split, prepare
 

@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "security-news" / "labelled.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "transfer"
-CONFIGS = [ROOT / "configs/base.yaml", ROOT / "configs/exp/security_news.yaml"]
-E5 = [ROOT / "configs/exp/e5_small.yaml", ROOT / "configs/exp/cpu.yaml"]
 
 
 def split_files(rows: list[dict[str, Any]], source: str, seed: int = 42) -> dict[str, Path]:
@@ -60,31 +58,18 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, overrides: list[str]) -> dict[str, Any]:
     """Baseline (and the fine-tune and the ensemble) trained without `source`, tested on it."""
-    from pipeline.baseline import train_baseline
-    from pipeline.config import load_config
-    from pipeline.data import prepare
+    from recipe import run_recipe
 
-    files = split_files(rows, source)
-    name = f"security-news-without-{source.replace(' ', '_')}"
-    common = [f"data.name={name}", f"data.processed_dir={WORK / 'processed'}", "data.min_per_class=1",
-              *(f"data.split.files.{s}={p}" for s, p in files.items())]
-    cfg = load_config(CONFIGS, common)
-    prepare(cfg)
-    base = train_baseline(cfg)
-    out: dict[str, Any] = {"source": source, "baseline": figures(base.metrics)}
-    print(source, "baseline", json.dumps(out["baseline"]), flush=True)
-    if fine_tune:
-        from pipeline.ensemble import fit_ensemble
-        from pipeline.train import train
+    out: dict[str, Any] = {"source": source}
 
-        tuned_cfg = load_config([*CONFIGS, *E5], [*common, f"tracking.run_name={name}-e5-small", *overrides])
-        tuned = train(tuned_cfg)
-        out["fine_tuned"] = figures(tuned.metrics) | {"vs_baseline": tuned.metrics["test"].get("vs_baseline")}
-        print(source, "fine-tuned", json.dumps(out["fine_tuned"]), flush=True)
-        ens = fit_ensemble(tuned_cfg, [base.model_dir, tuned.model_dir])
-        out["ensemble"] = figures(ens.metrics) | {"vs_baseline": ens.metrics["test"].get("vs_baseline"),
-                                                  "combiner": ens.metrics["ensemble"]["combiner"]}
-        print(source, "ensemble", json.dumps(out["ensemble"]), flush=True)
+    def report(kind: str, run: Any) -> None:
+        test = run.metrics["test"]
+        out[kind] = figures(run.metrics) | ({} if kind == "baseline" else {"vs_baseline": test.get("vs_baseline")}) \
+            | ({"combiner": run.metrics["ensemble"]["combiner"]} if kind == "ensemble" else {})
+        print(source, kind.replace("_", "-"), json.dumps(out[kind]), flush=True)
+
+    run_recipe(f"security-news-without-{source.replace(' ', '_')}", split_files(rows, source), WORK, overrides,
+               fine_tune=fine_tune, report=report)
     return out
 
 
