@@ -1,5 +1,5 @@
-"""5-fold cross-validation of the real-data recipe on the security corpus: the TF-IDF baseline, the e5-small
-fine-tune and their stacked ensemble, trained and tested on the same folds.
+"""5-fold cross-validation of the real-data recipe on the security corpus: the TF-IDF baseline, the TF-IDF model of
+the title and lead, the e5-small fine-tune and their ensemble, trained and tested on the same folds.
 
     python benchmarks/cv_recipe.py                   # every fold (~20 min each on 2 CPU cores), then the summary
     python benchmarks/cv_recipe.py --folds 0 1       # some folds; the summary pools the folds done so far
@@ -9,9 +9,13 @@ Folds are the same stratified 5-fold split (seed 42) as `benchmarks/accuracy.py`
 every prepared article. In each fold the test part is the fold, validation a stratified 15% of the rest, and train
 the remainder: the baseline picks C, the fine-tune picks its epoch and the ensemble fits its combiner on that
 validation slice only. Each finished fold is saved (benchmarks/results/work/cv/fold-K.json) and skipped when the job
-runs again, so a stopped job loses at most the fold in progress. The summary (benchmarks/results/security-cv.json)
-gives per-fold mean and sd, the pooled out-of-fold macro-F1 and per-label F1 with 95% bootstrap intervals, and the
-paired bootstrap and McNemar tests of the fine-tune and the ensemble against the baseline on the same articles.
+runs again with the same recipe version, so a stopped job loses at most the fold in progress (a fine-tune finished
+with the same settings on the same splits is reused). `tfidf_pair` (the two TF-IDF models) and
+`with_lead` (the lead model as a third member) are the ensemble's combiner over other members, to show what each
+member adds. The
+summary (benchmarks/results/security-cv.json) gives per-fold mean and sd, the pooled out-of-fold macro-F1 and
+per-label F1 with 95% bootstrap intervals, and the paired bootstrap and McNemar tests of every model against the
+baseline on the same articles.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "security-news" / "labelled.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "cv"
-MODELS = ("baseline", "fine_tuned", "ensemble")
+MODELS = ("baseline", "lead", "fine_tuned", "tfidf_pair", "with_lead", "ensemble")
+PAIRS = {"tfidf_pair": ("baseline", "lead"), "with_lead": ("baseline", "lead", "fine_tuned")}
 FOLDS = 5
 
 
@@ -47,30 +52,59 @@ def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Pa
 
 
 def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str]) -> dict[str, Any]:
-    """Baseline, fine-tune and ensemble on one fold; their predictions on the fold's test articles."""
-    from recipe import run_recipe
-
-    from pipeline.data import load_split
-    from pipeline.scoring import load_scorer
+    """The recipe's models on one fold; their predictions on the fold's test articles."""
+    from recipe import VERSION, run_recipe
 
     started = time.time()
     cfg, runs = run_recipe(f"security-news-cv{fold}", fold_files(rows, fold, seed=42), WORK, overrides,
                            extra=(f"output_dir={WORK / 'models'}", "tracking.registered_model=null"))
     dirs = {kind: run.model_dir for kind, run in runs.items()}
     ens = runs["ensemble"]
-    test = load_split(cfg, "test")
-    texts = [r["text"] for r in test]
-    pred = {}
-    for model, directory in dirs.items():
-        scorer = load_scorer(directory)
-        pred[model] = [scorer.labels.ids[i] for i in scorer.score(texts)[0].argmax(axis=1)]
-    result = {"fold": fold, "n_test": len(test), "truth": [r["label"] for r in test], "pred": pred,
+    pred, truth, combiners = predictions(cfg, dirs)
+    result = {"fold": fold, "n_test": len(truth), "truth": truth, "pred": pred,
               "models": {m: d.name for m, d in dirs.items()},
               "ensemble": {k: ens.metrics["ensemble"].get(k) for k in ("combiner", "note")},
+              "pairs": combiners, "recipe": VERSION,
               "wall_seconds": round(time.time() - started, 1), "overrides": overrides}
     (WORK / f"fold-{fold}.json").write_text(json.dumps(result, ensure_ascii=False))
     print(f"fold {fold}: " + ", ".join(f"{m} {macro_f1(result['truth'], pred[m]):.3f}" for m in MODELS), flush=True)
     return result
+
+
+def predictions(cfg: Any, dirs: dict[str, Path]) -> tuple[dict[str, list[str]], list[str], dict[str, str]]:
+    """Every model's test predictions, and those of the ensemble's combiner over each pair of `PAIRS` (chosen on
+    validation, as the ensemble's): what each extra member adds. Also the truth and the pairs' combiners."""
+    from pipeline.data import load_split
+    from pipeline.ensemble import choose
+    from pipeline.scoring import load_scorer
+
+    rows = {s: load_split(cfg, s) for s in ("validation", "test")}
+    scored, pred, combiners = {}, {}, {}
+    for model, directory in dirs.items():
+        scorer = load_scorer(directory)
+        labels = scorer.labels
+        scored[model] = {s: scorer.score([r["text"] for r in rs])[0] for s, rs in rows.items()}
+        pred[model] = [labels.ids[i] for i in scored[model]["test"].argmax(axis=1)]
+    for name, pair in PAIRS.items():
+        combiner, _, _ = choose([scored[m]["validation"] for m in pair], labels.encode(rows["validation"]),
+                                len(labels), cfg.train.seed)
+        pred[name] = [labels.ids[i] for i in combiner.logits([scored[m]["test"] for m in pair]).argmax(axis=1)]
+        combiners[name] = combiner.describe(list(pair))
+    return pred, [r["label"] for r in rows["test"]], combiners
+
+
+def add_pairs(fold: dict[str, Any]) -> dict[str, Any]:
+    """A saved fold of this recipe without some pair's predictions, given them from its saved models."""
+    from recipe import CONFIGS
+
+    from pipeline.config import load_config
+
+    cfg = load_config(CONFIGS, [f"data.name=security-news-cv{fold['fold']}",
+                                f"data.processed_dir={WORK / 'processed'}"])
+    pred, _, combiners = predictions(cfg, {m: WORK / "models" / d for m, d in fold["models"].items()})
+    fold = {**fold, "pred": {**pred, **fold["pred"]}, "pairs": {**combiners, **fold.get("pairs", {})}}
+    (WORK / f"fold-{fold['fold']}.json").write_text(json.dumps(fold, ensure_ascii=False))
+    return fold
 
 
 def macro_f1(truth: list[str], pred: list[str]) -> float:
@@ -90,9 +124,10 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     labels = sorted(set(truth))
     index = {lb: i for i, lb in enumerate(labels)}
     y = np.array([index[t] for t in truth])
-    pooled = {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in MODELS}
+    models = [m for m in MODELS if all(m in f["pred"] for f in folds)]
+    pooled = {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in models}
     out: dict[str, Any] = {"k": FOLDS, "folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
-    for m in MODELS:
+    for m in models:
         scores = [macro_f1(f["truth"], f["pred"][m]) for f in folds]
         out[m] = {"macro_f1_folds": [round(s, 4) for s in scores], "macro_f1_mean": round(float(np.mean(scores)), 4),
                   "macro_f1_std": round(float(np.std(scores)), 4),
@@ -101,10 +136,12 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
                   "pooled_per_class_f1": {lb: round(float(f), 4) for lb, f in zip(labels, f1_score(
                       y, pooled[m], labels=range(len(labels)), average=None, zero_division=0), strict=True)},
                   "pooled_intervals": bootstrap_intervals(y, pooled[m], labels)}
-    for m in ("fine_tuned", "ensemble"):
+    for m in models[1:]:
         out[m]["vs_baseline"] = paired_test(y, pooled[m], pooled["baseline"], len(labels))
         out[m]["mean_gain_over_baseline"] = round(out[m]["macro_f1_mean"] - out["baseline"]["macro_f1_mean"], 4)
+    out["recipe"] = folds[0].get("recipe")
     out["combiners"] = [f["ensemble"] for f in folds]
+    out["pair_combiners"] = [f.get("pairs") for f in folds]
     out["fold_wall_seconds"] = [f["wall_seconds"] for f in folds]
     return out
 
@@ -119,7 +156,7 @@ def main() -> None:
     if not CORPUS.is_file():
         print(f"skipped: {CORPUS} is absent (benchmarks read real data from ../shared/data)")
         return
-    from recipe import CONFIGS
+    from recipe import CONFIGS, VERSION
 
     from pipeline.config import load_config
     from pipeline.data import SPLITS, load_split, prepare
@@ -130,18 +167,20 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         for fold in args.folds:
-            if (WORK / f"fold-{fold}.json").is_file():
-                print(f"fold {fold}: done already ({WORK / f'fold-{fold}.json'})")
+            saved = WORK / f"fold-{fold}.json"
+            if saved.is_file() and json.loads(saved.read_text()).get("recipe") == VERSION:
+                print(f"fold {fold}: done already ({saved})")
                 continue
             run_fold(rows, fold, args.overrides)
-    done = [json.loads(p.read_text()) for p in sorted(WORK.glob("fold-*.json"))]
+    done = [f for p in sorted(WORK.glob("fold-*.json")) if (f := json.loads(p.read_text())).get("recipe") == VERSION]
+    done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in done]
     if not done:
         print("no fold finished yet")
         return
     summary = summarise(done)
     path = RESULTS / "security-cv.json"
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))
-    for m in MODELS:
+    for m in [m for m in MODELS if m in summary]:
         s = summary[m]
         ci = s["pooled_intervals"]["macro_f1"]
         print(f"{m}: mean macro-F1 {s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} over {len(done)} folds; "

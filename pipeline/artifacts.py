@@ -57,7 +57,8 @@ def run_name(cfg: Config, kind: str) -> str:
     """The run's name, which is also its model directory's name under `output_dir`; a multi-label run's ends in
     `-multi`, so it never replaces the single-label model of the same config."""
     if kind == "baseline":
-        name = f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}"
+        lead = f"-lead{cfg.baseline.lead_words}" if cfg.baseline.lead_words else ""
+        name = f"{cfg.data.name}-tfidf-{cfg.baseline.classifier}{lead}"
     elif kind == "ensemble":
         name = f"{cfg.data.name}-ensemble"
     elif cfg.tracking.run_name:

@@ -16,6 +16,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
 from pipeline.artifacts import (
@@ -41,9 +42,15 @@ from pipeline.uncertainty import paired_test
 KIND = "baseline"
 
 
+def leads(texts: list[str], words: int) -> list[str]:
+    """The first `words` words of each text: the title and the lead, from which annotators label."""
+    return [" ".join(t.split()[:words]) for t in texts]
+
+
 def build(cfg: BaselineConfig, c: float, n_docs: int, seed: int, multi: bool = False) -> Pipeline:
     """TF-IDF union (char_wb + word n-grams, sublinear tf) feeding a class-weighted linear model (one-vs-rest,
-    one binary model per label, in multi-label mode)."""
+    one binary model per label, in multi-label mode); with `lead_words`, of the title and lead only (a step of the
+    pipeline, so that every scorer of the saved model reads the same words)."""
     min_df = cfg.min_df if n_docs >= 200 else 1  # tiny corpora have no repeated rare n-grams
     features = FeatureUnion([
         ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=cfg.char_ngrams, sublinear_tf=True,
@@ -54,7 +61,8 @@ def build(cfg: BaselineConfig, c: float, n_docs: int, seed: int, multi: bool = F
     weight = "balanced" if cfg.class_weight == "balanced" else None
     clf = (LogisticRegression(C=c, class_weight=weight, max_iter=3000, random_state=seed)
            if cfg.classifier == "logreg" else LinearSVC(C=c, class_weight=weight, random_state=seed))
-    return Pipeline([("tfidf", features), ("clf", OneVsRestClassifier(clf) if multi else clf)])
+    lead = [("lead", FunctionTransformer(leads, kw_args={"words": cfg.lead_words}))] if cfg.lead_words else []
+    return Pipeline([*lead, ("tfidf", features), ("clf", OneVsRestClassifier(clf) if multi else clf)])
 
 
 def multi_logits(pipe: Pipeline, texts: list[str]) -> np.ndarray:

@@ -33,7 +33,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.train.ensemble_with_baseline:
         from pipeline.artifacts import model_dir
 
-        _ensemble(cfg, [model_dir(cfg, "baseline"), result.model_dir])
+        lead = cfg.train.ensemble_lead_words
+        leads = [model_dir(cfg.model_copy(update={"baseline": cfg.baseline.model_copy(update={"lead_words": lead})}),
+                           "baseline")] if lead else []
+        _ensemble(cfg, [model_dir(cfg, "baseline"), *leads, result.model_dir])
     return 0
 
 
@@ -54,7 +57,8 @@ def _ensemble(cfg: Config, members: list) -> None:
 
     result = fit_ensemble(cfg, members)
     info = result.metrics["ensemble"]
-    print(info.get("note") or f"stacked: {info['combiner']} (validation macro-F1, cross-validated: "
+    print(info.get("note") or f"stacked: {info['combiner']} (validation macro-F1"
+          f"{', cross-validated' if info['method'] == 'fitted' else ''}: "
           f"{info['chosen_val_macro_f1']:.3f}; best member {info['best_member_val_macro_f1']:.3f})")
     print(summary("ensemble", result.metrics))
     print(f"model directory: {result.model_dir}")

@@ -121,6 +121,12 @@ class TrainConfig(_Section):
     self_training_rounds: int = Field(2, ge=1)
     pseudo_threshold: float = Field(0.9, ge=0, le=1, description="calibrated confidence a pseudo-label needs")
     pseudo_per_class: int = Field(100, ge=1, description="pseudo-labels added per label and round, at most")
+    ensemble_combiner: Literal["mean", "fitted"] = Field("mean", description="mean: the unweighted mean of the "
+                                                         "log-probabilities of the subset of members best on "
+                                                         "validation (a member alone is a subset); fitted: weights "
+                                                         "or a logistic regression fitted on validation")
+    ensemble_lead_words: int | None = Field(None, ge=1, description="with ensemble_with_baseline: stack the "
+                                            "baseline trained with baseline.lead_words=N as well")
     ensemble_with_baseline: bool = Field(False, description="after `train`, stack the model with this config's "
                                          "TF-IDF baseline (`pipeline ensemble`); train the baseline first")
     ddp_timeout: int = Field(1800, ge=1, description="seconds a torchrun rank waits for its peers before the job "
@@ -135,6 +141,8 @@ class BaselineConfig(_Section):
     max_features: int = 300_000
     min_df: int = 2
     class_weight: Literal["balanced", "none"] = "balanced"
+    lead_words: int | None = Field(None, ge=1, description="read only the first N words (title and lead, what "
+                                   "annotators label from): a member for an ensemble beside the full-text model")
 
 
 class PretrainConfig(_Section):

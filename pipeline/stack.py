@@ -1,8 +1,9 @@
 """An ensemble's combiner and its scorer: members' calibrated probabilities in, one calibrated distribution out.
 
 The combiner is one of: `member` (one member alone: the stack did not beat it on validation), `weights` (a
-weighted mean of the members' log-probabilities) or `logreg` (a multinomial logistic regression on them). It is
-fitted on validation by `pipeline.ensemble`, never on test; this module only applies it.
+weighted mean of the members' log-probabilities; by default their unweighted mean) or `logreg` (a multinomial
+logistic regression on them). It is chosen on validation by `pipeline.ensemble`, never on test; this module only
+applies it.
 """
 
 from __future__ import annotations
@@ -43,10 +44,28 @@ class Combiner:
         out[:, self.model.classes_] = self.model.predict_log_proba(features(member_probs))
         return out
 
+    def used(self, n_members: int) -> list[int]:
+        """The members, of `n_members`, this combiner reads (a member weighted 0 need not be scored at all)."""
+        if self.method == "member":
+            return [self.member]
+        if self.method == "weights":
+            return [i for i, w in enumerate(self.weights) if w > 0]
+        return list(range(n_members))
+
+    def restricted(self, used: list[int]) -> Combiner:
+        """The same combiner over the `used` members only, in their order."""
+        if self.method == "member":
+            return Combiner("member", member=used.index(self.member))
+        if self.method == "weights":
+            return Combiner("weights", weights=[self.weights[i] for i in used])
+        return self
+
     def describe(self, names: list[str]) -> str:
         """One line for the log and the card."""
         if self.method == "member":
             return f"member {names[self.member]} alone"
+        if self.method == "weights" and len(set(self.weights)) == 1:
+            return "unweighted mean of log-probabilities: " + ", ".join(names)
         if self.method == "weights":
             return "weighted log-probabilities: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, self.weights,
                                                                                             strict=True))

@@ -37,3 +37,18 @@ def test_baseline_needs_prepared_data(overrides):
 
     with pytest.raises(DataError, match=r"train\.jsonl: not prepared; run `pipeline prepare`"):
         train_baseline(load_config(overrides=overrides))
+
+
+def test_a_lead_baseline_reads_the_title_and_lead_only(prepared):
+    cfg = prepared.model_copy(update={"baseline": prepared.baseline.model_copy(update={"lead_words": 12})})
+    result = train_baseline(cfg)
+    assert result.model_dir.name.endswith("-tfidf-logreg-lead12")  # beside the full-text model, not over it
+    assert load_config(overrides=["baseline.lead_words=12"]).baseline.lead_words == 12
+    scorer = BaselineScorer(result.model_dir)
+    rows = load_split(cfg, "test")
+    lead = [" ".join(r["text"].split()[:12]) for r in rows]
+    tails = [f"{t} {' '.join(rows[(i + 1) % len(rows)]['text'].split()[12:])}" for i, t in enumerate(lead)]
+    # the words after the 12th are another article's, and change nothing: the cut is part of the saved model
+    assert np.allclose(scorer.predict_proba(lead), scorer.predict_proba(tails))
+    full = BaselineScorer(train_baseline(prepared).model_dir)
+    assert not np.allclose(full.predict_proba(lead), full.predict_proba(tails))

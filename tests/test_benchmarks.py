@@ -56,7 +56,8 @@ def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
     assert "| BBC | 100 | 0.600 [0.520, 0.680] | 0.700 [0.520, 0.680] | +0.100 (p = 0.010) |" in text
     cnn = {"source": "CNN", "baseline": figures, "fine_tuned": figures, "ensemble": {**figures, "macro_f1": 0.65}}
     both = report.transfer_table({"rows": 1751, "sources": [cnn]})
-    assert "stacked ensemble macro-F1" in both and "| CNN | 100 | 0.600 [0.520, 0.680] | 0.600 [0.520, 0.680] |  | " \
+    assert "TF-IDF of title + lead" not in both  # no source ran it
+    assert "ensemble macro-F1" in both and "| CNN | 100 | 0.600 [0.520, 0.680] | 0.600 [0.520, 0.680] |  | " \
         "0.650 [0.520, 0.680] |  |" in both
     base = {"accuracy": 0.75, "macro_f1": 0.65, "weighted_f1": 0.74, "ece": 0.06, "per_class_f1": {"a": 0.5},
             "intervals": {"accuracy": [0.7, 0.8], "macro_f1": [0.59, 0.73], "per_class_f1": {"a": [0.2, 0.7]}}}
@@ -85,5 +86,6 @@ def test_recipe_cross_validation_pools_folds_and_tests_against_the_baseline():
     text = report.cv_table(s)
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(rows) == 4  # header and three models
-    assert rows[-1].startswith("| stacked ensemble (baseline + e5-small) | 1.000 ± 0.000 | 1.000 [")
+    assert rows[-1].startswith("| ensemble (baseline + e5-small) | 1.000 ± 0.000 | 1.000 [")
+    assert "tfidf_pair" not in s and "with_lead" not in s  # models the folds did not run are left out
     assert "(p = 0.000, 0.000)" in rows[-1]

@@ -11,6 +11,7 @@ from pipeline.ensemble import choose, fit_ensemble
 from pipeline.errors import ConfigError, ModelError
 from pipeline.readers import read_jsonl
 from pipeline.scoring import load_scorer
+from pipeline.stack import Combiner
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,26 @@ def test_the_combiner_never_loses_to_its_best_member_on_validation():
     assert scores["chosen_val_macro_f1"] >= scores["best_member_val_macro_f1"]
     assert combiner.method == "member" and combiner.member == 1  # nothing to add to the strong one: kept alone
     assert (logits.argmax(axis=1) == strong.argmax(axis=1)).all()
+
+
+def test_the_mean_of_members_right_on_different_articles_is_chosen_and_fitting_is_an_option():
+    y = np.repeat(np.arange(3), 20)
+    half = np.arange(len(y)) < 30
+
+    def member(right: np.ndarray) -> np.ndarray:  # sure and right where `right`, unsure and wrong elsewhere
+        wrong = np.eye(3)[(y + 1) % 3] * 0.5 + 0.5 / 3
+        return np.where(right[:, None], np.eye(3)[y] * 0.9 + 0.1 / 3, wrong)
+
+    first, second, useless = member(half), member(~half), np.full((len(y), 3), 1 / 3)
+    combiner, logits, scores = choose([first, useless, second], y, 3, seed=0)
+    assert scores["method"] == "mean" and combiner.method == "weights" and combiner.weights == [0.5, 0.0, 0.5]
+    assert scores["chosen_val_macro_f1"] == 1.0 > scores["best_member_val_macro_f1"]
+    assert combiner.used(3) == [0, 2] and combiner.restricted([0, 2]).weights == [0.5, 0.5]  # useless: not bundled
+    assert (combiner.restricted([0, 2]).logits([first, second]) == logits).all()
+    assert "unweighted mean" in combiner.restricted([0, 2]).describe(["a", "b"])
+    _, _, scores = choose([first, second], y, 3, seed=0, method="fitted")
+    assert scores["method"] == "fitted" and any(c["combiner"].startswith("logreg") for c in scores["candidates"])
+    assert scores["chosen_val_macro_f1"] >= scores["best_member_val_macro_f1"]
 
 
 def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
@@ -66,8 +87,10 @@ def test_an_ensemble_is_a_model_like_any_other(two_baselines, tmp_path, capsys):
     info = json.loads((out / "model_info.json").read_text())
     assert info["kind"] == "ensemble" and (out / "stack.joblib").is_file() and (out / "README.md").is_file()
     spec = json.loads((out / "ensemble.json").read_text())
-    assert [m["weights_sha256"] for m in spec["members"]] == [
-        json.loads((m / "model_info.json").read_text())["weights_sha256"] for m in members]
+    shas = [json.loads((m / "model_info.json").read_text())["weights_sha256"] for m in members]
+    bundled = [m["weights_sha256"] for m in spec["members"]]  # the members the combiner reads, in stack order
+    assert set(bundled) <= set(shas) and bundled == sorted(bundled, key=shas.index)
+    assert len(bundled) == (1 if spec["note"] else 2)
     assert all(m["val_macro_f1"] <= spec["chosen_val_macro_f1"] for m in spec["candidates"][:2])
     # self-contained: the members are inside, so the directory moves whole
     moved = tmp_path / "moved"
@@ -109,9 +132,13 @@ def test_bad_members_are_one_line_errors(two_baselines, cfg_tiny, tmp_path, caps
 
 
 @pytest.mark.slow  # fine-tunes the tiny model: `make test-slow`, which CI runs too
-def test_a_fine_tune_and_its_baseline_stack_and_predict_with_a_faster_runtime(trained, tmp_path, capsys):
+def test_a_fine_tune_and_its_baseline_stack_and_predict_with_a_faster_runtime(trained, tmp_path, capsys,
+                                                                               monkeypatch):
     cfg, result = trained
     base = train_baseline(cfg).model_dir
+    both = Combiner("weights", weights=[0.5, 0.5])  # whatever validation says of the tiny model: stack both
+    monkeypatch.setattr("pipeline.ensemble.choose", lambda *a: (both, np.zeros((len(load_split(cfg, "validation")),
+                                                                                  7)), {"method": "mean"}))
     ens = fit_ensemble(cfg, [base, result.model_dir])
     scorer = load_scorer(ens.model_dir)
     assert scorer.transformer is not None and scorer.transformer.kind == "transformer"
@@ -131,3 +158,22 @@ def _args(cfg, tmp_path) -> list[str]:
     path = tmp_path / "cfg.yaml"
     path.write_text(to_yaml(cfg), encoding="utf-8")
     return ["-c", str(path), f"output_dir={tmp_path / 'models'}"]
+
+
+def test_train_stacks_the_baseline_and_the_lead_model_it_is_told_to(two_baselines, tmp_path, monkeypatch, capsys):
+    cfg, members = two_baselines  # the linear SVM stands in for the fine-tune: `train` itself is not under test here
+    from pipeline.runs import RunResult
+
+    out = tmp_path / "models"
+    lead_cfg = cfg.model_copy(update={"output_dir": str(out), "baseline": cfg.baseline.model_copy(
+        update={"lead_words": 10})})
+    base = train_baseline(cfg.model_copy(update={"output_dir": str(out)})).model_dir
+    lead = train_baseline(lead_cfg).model_dir
+    monkeypatch.setattr("pipeline.train.train", lambda c: RunResult(members[1], json.loads(
+        (members[1] / "metrics.json").read_text())))
+    assert main(["train", *_args(cfg, tmp_path), "train.ensemble_with_baseline=true",
+                 "train.ensemble_lead_words=10"]) == 0
+    spec = json.loads((out / "fixture-ensemble" / "ensemble.json").read_text())
+    assert [c["combiner"] for c in spec["candidates"][:3]] == ["member 0", "member 1", "member 2"]
+    assert set(spec["member_test_macro_f1"]) == {base.name, lead.name, members[1].name}
+    assert lead.name.endswith("-lead10") and "model directory:" in capsys.readouterr().out
