@@ -53,11 +53,12 @@ def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Pa
 
 def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str]) -> dict[str, Any]:
     """The recipe's models on one fold; their predictions on the fold's test articles."""
-    from recipe import VERSION, run_recipe
+    from recipe import VERSION, run_recipe, split_data
 
     started = time.time()
-    cfg, runs = run_recipe(f"security-news-cv{fold}", fold_files(rows, fold, seed=42), WORK, overrides,
-                           extra=(f"output_dir={WORK / 'models'}", "tracking.registered_model=null"))
+    data = [*split_data(f"security-news-cv{fold}", fold_files(rows, fold, seed=42), WORK),
+            f"output_dir={WORK / 'models'}", "tracking.registered_model=null"]
+    cfg, runs = run_recipe(data, overrides)
     dirs = {kind: run.model_dir for kind, run in runs.items()}
     ens = runs["ensemble"]
     pred, truth, combiners = predictions(cfg, dirs)

@@ -35,20 +35,23 @@ def finished(cfg: Any, kind: str) -> Any | None:
     return RunResult(directory, read_json(directory / "metrics.json"))
 
 
-def run_recipe(name: str, files: dict[str, Path], work: Path, overrides: list[str], fine_tune: bool = True,
-               extra: tuple[str, ...] = (), report: Callable[[str, Any], None] | None = None,
-               ) -> tuple[Any, dict[str, Any]]:
-    """Prepare the train/validation/test `files` as dataset `name` (under `work`), train the baseline, the lead
-    model and, with `fine_tune`, the fine-tune (`overrides` on top) and the ensemble of the baseline and the
-    fine-tune. `report(kind, run)` hears of each model as it is done (kinds: baseline, lead, fine_tuned, ensemble).
-    Returns the baseline's config and the runs by kind."""
+def split_data(name: str, files: dict[str, Path], work: Path) -> list[str]:
+    """Config overrides that make the train/validation/test `files` dataset `name`, prepared under `work`."""
+    return [f"data.name={name}", f"data.processed_dir={work / 'processed'}", "data.min_per_class=1",
+            *(f"data.split.files.{s}={p}" for s, p in files.items())]
+
+
+def run_recipe(data: list[str], overrides: list[str], fine_tune: bool = True,
+               report: Callable[[str, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Prepare the dataset the security config with the `data` overrides names (the config's own split when empty;
+    `split_data` for split files), train the baseline, the lead model and, with `fine_tune`, the fine-tune
+    (`overrides` on top) and the ensemble of the baseline and the fine-tune. `report(kind, run)` hears of each model
+    as it is done (kinds: baseline, lead, fine_tuned, ensemble). Returns the baseline's config and the runs by kind."""
     from pipeline.baseline import train_baseline
     from pipeline.config import load_config
     from pipeline.data import prepare
 
-    common = [f"data.name={name}", f"data.processed_dir={work / 'processed'}", "data.min_per_class=1", *extra,
-              *(f"data.split.files.{s}={p}" for s, p in files.items())]
-    cfg = load_config(CONFIGS, common)
+    cfg = load_config(CONFIGS, data)
     prepare(cfg)
     runs: dict[str, Any] = {}
 
@@ -58,13 +61,13 @@ def run_recipe(name: str, files: dict[str, Path], work: Path, overrides: list[st
             report(kind, run)
 
     done("baseline", finished(cfg, "baseline") or train_baseline(cfg))
-    lead_cfg = load_config(CONFIGS, [*common, f"baseline.lead_words={LEAD_WORDS}"])
+    lead_cfg = load_config(CONFIGS, [*data, f"baseline.lead_words={LEAD_WORDS}"])
     done("lead", finished(lead_cfg, "baseline") or train_baseline(lead_cfg))
     if fine_tune:
         from pipeline.ensemble import fit_ensemble
         from pipeline.train import train
 
-        tuned_cfg = load_config([*CONFIGS, *E5], [*common, f"tracking.run_name={name}-e5-small", *overrides])
+        tuned_cfg = load_config([*CONFIGS, *E5], [*data, f"tracking.run_name={cfg.data.name}-e5-small", *overrides])
         done("fine_tuned", finished(tuned_cfg, "transformer") or train(tuned_cfg))
         done("ensemble", fit_ensemble(tuned_cfg, [runs[k].model_dir for k in ("baseline", "fine_tuned")]))
     return cfg, runs

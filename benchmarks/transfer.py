@@ -59,7 +59,7 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, overrides: list[str]) -> dict[str, Any]:
     """Baseline (and the fine-tune and the ensemble) trained without `source`, tested on it."""
-    from recipe import run_recipe
+    from recipe import run_recipe, split_data
 
     out: dict[str, Any] = {"source": source}
 
@@ -69,8 +69,8 @@ def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, override
             | ({"combiner": run.metrics["ensemble"]["combiner"]} if kind == "ensemble" else {})
         print(source, kind.replace("_", "-"), json.dumps(out[kind]), flush=True)
 
-    run_recipe(f"security-news-without-{source.replace(' ', '_')}", split_files(rows, source), WORK, overrides,
-               fine_tune=fine_tune, extra=("tracking.registered_model=null",), report=report)
+    data = split_data(f"security-news-without-{source.replace(' ', '_')}", split_files(rows, source), WORK)
+    run_recipe([*data, "tracking.registered_model=null"], overrides, fine_tune=fine_tune, report=report)
     return out
 
 

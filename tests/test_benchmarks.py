@@ -67,6 +67,20 @@ def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
                                                                "pooled_intervals": {"macro_f1": [0.68, 0.72]}}})
     assert "| 0.750 [0.700, 0.800] | 0.650 [0.590, 0.730] | 0.740 | 0.060 | 0.50 [0.20, 0.70] |" in table
     assert "pooled over the out-of-fold predictions of all 1751 articles 0.700 [0.680, 0.720]" in table
+    diff = {"macro_f1_diff": 0.03, "macro_f1_diff_interval": [0.01, 0.05], "p_bootstrap": 0.02, "p_mcnemar": 0.1}
+    recipe = report.accuracy_table("Security", {
+        "baseline": base, "data_report": {"label_counts": {"test": {"a": 263}}},
+        "lead": {**base, "vs_baseline": {**diff, "macro_f1_diff": -0.01}},
+        "fine_tuned": {**base, "settings": "e5", "train_seconds": 600},
+        "ensemble": {**base, "vs_baseline": {**diff, "p_bootstrap": 0.0},
+                     "combiner": "unweighted mean of log-probabilities: b, e"}})
+    assert [line.split(" |")[0] for line in recipe.splitlines() if line.startswith("| ")][1:] == [
+        "| TF-IDF + logistic regression", "| TF-IDF of the title and lead (first 80 words)",
+        "| e5-small fine-tuned, CPU", "| ensemble (the recipe: baseline + e5-small)"]
+    assert "(first 80 words) -0.010 [0.010, 0.050] (paired bootstrap p = 0.020, McNemar p = 0.100); ensemble (the " \
+        "recipe: baseline + e5-small) +0.030 [0.010, 0.050] (paired bootstrap p < 0.001, McNemar p = 0.100)." in recipe
+    assert "combiner, chosen on validation: unweighted mean of log-probabilities: b, e." in recipe
+    assert "e5; 10 min of training" in recipe
 
 
 def test_recipe_cross_validation_pools_folds_and_tests_against_the_baseline():
