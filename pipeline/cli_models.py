@@ -68,9 +68,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     """Masked-LM pretraining of the backbone on unlabelled news; the output is a backbone directory."""
     from pipeline.pretrain import pretrain
 
-    r = pretrain(cfg_of(args), args.input, args.output)
+    cfg = cfg_of(args)
+    r = pretrain(cfg, args.input, args.output)
     print(f"{r['articles']} articles, {r['steps']} steps: held-out masked-LM perplexity {r['perplexity_before']} -> "
           f"{r['perplexity_after']}")
+    if r["new_head_tensors"]:
+        print(f"note: {cfg.model.name_or_path} has no masked-LM head ({r['new_head_tensors']} tensors started "
+              "random, so the perplexity before is a random head's); the steps train that head as well as the encoder, "
+              "and need to be many more than for a checkpoint saved with its pretraining head")
     print(f"backbone directory: {args.output} (use it with model.name_or_path={args.output})")
     return 0
 

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from pipeline.cli import main
 from pipeline.data import processed_dir
 from pipeline.errors import DataError
-from pipeline.pretrain import pretrain, unlabelled_texts
+from pipeline.pretrain import masked_positions_loss, pretrain, unlabelled_texts
 from pipeline.readers import read_jsonl
 
 
@@ -23,9 +23,11 @@ def test_pretrain_writes_a_backbone_that_fine_tunes_and_never_reads_held_out_art
     out = tmp_path / "dapt"
     assert main(["pretrain", *cfg_tiny.args("pretrain.max_steps=6", "pretrain.batch_size=8"), "--input", str(dump),
                  "--output", str(out)]) == 0
-    assert "held-out masked-LM perplexity" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "held-out masked-LM perplexity" in printed
     report = json.loads((out / "pretrain.json").read_text())
     assert report["steps"] == 6 and report["articles"] == len(unlabelled)
+    assert report["new_head_tensors"] > 0 and "has no masked-LM head" in printed  # the tiny encoder ships none
     before, after = load_file(tiny_bert / "model.safetensors"), load_file(out / "model.safetensors")
     layer = next(k for k in after if "encoder" in k and k.endswith("query.weight"))
     assert not before.get(layer, before.get("bert." + layer)).equal(after[layer])  # the encoder learned
@@ -41,3 +43,16 @@ def test_too_little_text_is_a_one_line_error(cfg_tiny, tmp_path):
     dump = write_jsonl(tmp_path / "few.jsonl", [{"text": "نص قصير"}] * 3)
     with pytest.raises(DataError, match=r"few\.jsonl: 1 usable articles"):
         pretrain(cfg, [str(dump)], tmp_path / "out")
+
+
+def test_the_loss_over_masked_positions_only_equals_the_models_own(tiny_bert):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert).eval()
+    ids = torch.randint(5, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(ids, -100)
+    labels[:, [2, 7]] = ids[:, [2, 7]]
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    with torch.no_grad():
+        assert masked_positions_loss(model, inputs).item() == pytest.approx(model(**inputs).loss.item(), abs=1e-5)
