@@ -58,10 +58,12 @@ def unlabelled_texts(cfg: Config, inputs: list[str], limit: int | None, skip: se
 def masked_positions_loss(model: Any, inputs: dict[str, Any]) -> Any:
     """Masked-LM cross-entropy over the masked positions only: the head projects those hidden states alone, so the
     vocabulary logits of every other position (250k pieces for e5-small: 4 GB a batch of 16 x 256) are never formed.
-    The same loss as the model's own. Models whose head is not one module after the encoder use their own loss."""
+    The same loss as the model's own. Models whose head is not one module after the encoder, and models wrapped for
+    distributed training (whose forward must run for gradients to be shared), use their own loss."""
     import torch
 
-    heads = [m for n, m in model.named_children() if n != model.base_model_prefix]
+    prefix = getattr(model, "base_model_prefix", None)
+    heads = [m for n, m in model.named_children() if n != prefix] if prefix else []
     if len(heads) != 1:
         return model(**inputs).loss
     labels = inputs["labels"]
