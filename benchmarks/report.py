@@ -68,21 +68,39 @@ def transfer_table(r: dict) -> str:
     models = [(k, t) for k, t in (("lead", "TF-IDF of title + lead"), ("fine_tuned", "e5-small fine-tuned"),
                                   ("ensemble", "ensemble"))
               if any(k in s for s in r["sources"])]
+    paired = {k for k, _ in models if any((s.get(k) or {}).get("vs_baseline") for s in r["sources"])}
+    combined = any((s.get("ensemble") or {}).get("combiner") for s in r["sources"])
     head = "| left-out source | test articles | TF-IDF baseline macro-F1 |" + "".join(
-        f" {t} macro-F1 | {t} − baseline (paired p) |" for _, t in models)
+        f" {t} macro-F1 |" + (f" {t} − baseline [95% CI] (paired bootstrap p, McNemar p) |" if k in paired else "")
+        for k, t in models) + (" ensemble's members, chosen on validation |" if combined else "")
     lines = [f"**Transfer to an unseen outlet** (security corpus, {r['rows']} articles; each source left out of "
              "training in turn; 95% bootstrap intervals in brackets; labels the left-out source lacks are not "
-             "averaged)", "", head, "|---|---:|---:|" + "---:|---:|" * len(models)]
+             "averaged)", "", head,
+             "|---|---:|---:|" + "".join("---:|---:|" if k in paired else "---:|" for k, _ in models)
+             + ("---|" if combined else "")]
     for s in r["sources"]:
         b = s["baseline"]
         cells = [s["source"], str(b["n"]), f"{b['macro_f1']:.3f}{interval(b['macro_f1_ci'], 3)}"]
         for key, _ in models:
             t = s.get(key)
-            vs = (t or {}).get("vs_baseline") or {}
-            cells += [f"{t['macro_f1']:.3f}{interval(t['macro_f1_ci'], 3)}" if t else "not run",
-                      f"{vs['macro_f1_diff']:+.3f} (p = {vs['p_bootstrap']:.3f})" if vs else ""]
+            cells.append(f"{t['macro_f1']:.3f}{interval(t['macro_f1_ci'], 3)}" if t else "not run")
+            if key in paired:
+                vs = (t or {}).get("vs_baseline")
+                ps = [pvalue(vs[k]).removeprefix("= ") for k in ("p_bootstrap", "p_mcnemar") if k in (vs or {})]
+                cells.append(f"{vs['macro_f1_diff']:+.3f}{interval(vs.get('macro_f1_diff_interval'), 3)} "
+                             f"({', '.join(ps)})" if vs else "")
+        if combined:
+            cells.append(members((s.get("ensemble") or {}).get("combiner") or ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def members(combiner: str) -> str:
+    """`baseline + fine-tune` (mean), `fine-tune alone`, … from an ensemble's combiner description."""
+    names = [n.strip() for n in combiner.split(":")[-1].replace(" alone", "").split(",") if n.strip()]
+    short = ["fine-tune" if "e5" in n or "bert" in n else "title + lead" if "-lead" in n
+             else "baseline" if "tfidf" in n else n for n in names]
+    return " + ".join(short) + (" alone" if len(short) == 1 else " (mean)") if short else ""
 
 
 def cv_table(r: dict) -> str:

@@ -53,12 +53,19 @@ def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
         {"source": "BBC", "baseline": figures, "fine_tuned": {**figures, "macro_f1": 0.7, "vs_baseline": {
             "macro_f1_diff": 0.1, "p_bootstrap": 0.01}}}]})
     assert "| Jawhara FM | 100 | 0.600 [0.520, 0.680] | not run |  |" in text
-    assert "| BBC | 100 | 0.600 [0.520, 0.680] | 0.700 [0.520, 0.680] | +0.100 (p = 0.010) |" in text
-    cnn = {"source": "CNN", "baseline": figures, "fine_tuned": figures, "ensemble": {**figures, "macro_f1": 0.65}}
-    both = report.transfer_table({"rows": 1751, "sources": [cnn]})
+    assert "| BBC | 100 | 0.600 [0.520, 0.680] | 0.700 [0.520, 0.680] | +0.100 (0.010) |" in text
+    assert "members, chosen on validation" not in text  # no ensemble ran
+    diff = {"macro_f1_diff": -0.01, "macro_f1_diff_interval": [-0.05, 0.03], "p_bootstrap": 0.6, "p_mcnemar": 0.0001}
+    cnn = {"source": "CNN", "baseline": figures, "fine_tuned": {**figures, "vs_baseline": diff},
+           "ensemble": {**figures, "macro_f1": 0.65, "combiner": "unweighted mean of log-probabilities: "
+                                                               "x-without-CNN-tfidf-logreg, x-without-CNN-e5-small"}}
+    alone = {**cnn, "source": "BBC", "ensemble": {**figures, "combiner": "member x-without-BBC-tfidf-logreg alone"}}
+    both = report.transfer_table({"rows": 1751, "sources": [cnn, alone]})
     assert "TF-IDF of title + lead" not in both  # no source ran it
-    assert "ensemble macro-F1" in both and "| CNN | 100 | 0.600 [0.520, 0.680] | 0.600 [0.520, 0.680] |  | " \
-        "0.650 [0.520, 0.680] |  |" in both
+    assert "| ensemble macro-F1 | ensemble's members" in both  # no paired column where no source has a test
+    assert "| CNN | 100 | 0.600 [0.520, 0.680] | 0.600 [0.520, 0.680] | -0.010 [-0.050, 0.030] (0.600, < 0.001) | " \
+        "0.650 [0.520, 0.680] | baseline + fine-tune (mean) |" in both
+    assert both.splitlines()[-1].endswith("| baseline alone |")
     base = {"accuracy": 0.75, "macro_f1": 0.65, "weighted_f1": 0.74, "ece": 0.06, "per_class_f1": {"a": 0.5},
             "intervals": {"accuracy": [0.7, 0.8], "macro_f1": [0.59, 0.73], "per_class_f1": {"a": [0.2, 0.7]}}}
     table = report.accuracy_table("Security", {"baseline": base, "data_report": {"label_counts": {"test": {"a": 263}}},
