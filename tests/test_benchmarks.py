@@ -1,6 +1,7 @@
 """The benchmark scripts' arithmetic: pooled split statistics and the tables rendered into the README."""
 
 import importlib.util
+import statistics
 
 import pytest
 from helpers import ROOT
@@ -110,3 +111,34 @@ def test_recipe_cross_validation_pools_folds_and_tests_against_the_baseline():
     assert rows[-1].startswith("| ensemble (baseline + e5-small) | 1.000 ± 0.000 | 1.000 [")
     assert "tfidf_pair" not in s and "with_lead" not in s  # models the folds did not run are left out
     assert "(p = 0.000, 0.000)" in rows[-1]
+
+
+def test_seeds_summarize_gains_and_the_weakest_label_and_render_every_seed():
+    seeds, report = _module("seeds"), _module("report")
+
+    def model(f1, diff, p, weak, combiner=None):
+        row = {"macro_f1": f1, "intervals": {"macro_f1": [f1 - 0.05, f1 + 0.05]},
+               "per_class_f1": {"a": 0.8, "b": weak}, "vs_baseline": {"macro_f1_diff": diff, "p_bootstrap": p}}
+        return row | ({"combiner": combiner} if combiner else {})
+
+    mean = "unweighted mean of log-probabilities: s-tfidf-logreg, s-e5-small-seed1"
+    runs = {"42": {"fine_tuned": model(0.70, 0.05, 0.10, 0.4), "ensemble": model(0.74, 0.09, 0.0001, 0.45, mean)},
+            "1": {"fine_tuned": model(0.66, 0.01, 0.70, 0.3),
+                  "ensemble": model(0.70, 0.05, 0.03, 0.55, "member s-e5-small-seed1 alone")}}
+    summary = seeds.summarize(runs, {"macro_f1": 0.65})
+    e, f = summary["ensemble"], summary["fine_tuned"]
+    assert (e["seeds"], e["macro_f1_mean"], e["gain_mean"], e["gain_min"], e["gain_max"]) == (2, 0.72, 0.07, 0.05, 0.09)
+    assert e["macro_f1_std"] == round(statistics.stdev([0.74, 0.70]), 4)
+    assert (e["significant"], f["significant"]) == (2, 0)
+    assert e["weakest_label"] == "b" and e["per_class_f1_mean"]["b"] == 0.5
+    one = seeds.summarize({"42": runs["42"]}, {"macro_f1": 0.65})["ensemble"]
+    assert one["macro_f1_std"] == 0.0 and one["gain_std"] == 0.0  # one seed: no spread, not an error
+
+    table = report.seeds_table({"seeds": runs, "summary": summary})
+    assert "2 training seeds** (the split and the baseline fixed, baseline macro-F1 0.650" in table
+    assert "| 42 | 0.700 [0.650, 0.750] | +0.050 (0.100) | 0.740 [0.690, 0.790] | +0.090 (< 0.001) | " \
+        "baseline + fine-tune (mean) | 0.45 |" in table
+    assert "| 1 | 0.660 [0.610, 0.710] | +0.010 (0.700) | 0.700 [0.650, 0.750] | +0.050 (0.030) | fine-tune alone | " \
+        "0.55 |" in table
+    assert "| mean ± sd | 0.680 ± 0.028 | +0.030 ± 0.028 | 0.720 ± 0.028 | +0.070 ± 0.028 | | 0.50 |" in table
+    assert "at p < 0.05 with 2 of 2 seeds (gain +0.050 to +0.090); the fine-tune alone with 0." in table
