@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_corpus
 
+from pipeline import autoruntime
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.sinks import _schema
@@ -227,6 +228,10 @@ def test_user_errors_are_one_line(model_dir, dump, tmp_path, capsys, monkeypatch
     assert "writes a Parquet dataset directory" in capsys.readouterr().err
     assert main(_args(model_dir, tmp_path, tmp_path / "o", "--engine", "spark")) == 2
     assert "not folders or stdin" in capsys.readouterr().err
+    monkeypatch.setattr(autoruntime, "native_bf16", lambda: False)  # an AVX2 machine: bf16 refused before loading
+    assert main(_args(model_dir, dump, tmp_path / "o", "--engine", "spark", "--precision", "bf16")) == 2
+    assert "this CPU has no native bf16" in capsys.readouterr().err
+    monkeypatch.setattr(autoruntime, "native_bf16", lambda: True)
     assert main(_args(model_dir, dump, tmp_path / "o", "--engine", "spark", "--precision", "bf16")) == 2
     assert "apply to transformer models only" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
