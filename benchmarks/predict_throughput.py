@@ -37,6 +37,16 @@ RUNTIMES = {"torch fp32": ["--runtime", "torch"], "torch bf16": ["--precision", 
             "auto": ["--runtime", "auto"]}
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "cpu"
+    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "cpu")
+
+
 def articles(limit: int) -> list[dict]:
     """Real articles from ../shared/data: the security corpus first, then ANT (cycled when more are asked)."""
     rows = []
@@ -118,6 +128,7 @@ def main() -> None:
     ap.add_argument("--results", default=None, help="file name under benchmarks/results/ (default: "
                     "predict_throughput.json, predict_throughput-avx2-emulated.json with --emulate-avx2)")
     ap.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), help="only these (default: all)")
+    ap.add_argument("--label", default="this machine", help="the machine's name in the README's per-CPU table")
     args = ap.parse_args()
     if args.emulate_avx2 and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})  # before torch loads
@@ -162,10 +173,12 @@ def main() -> None:
     previous = RESULTS / "predict_throughput.json"
     if args.emulate_avx2:
         args.rss_docs = []
-    elif args.rss_docs == [0, 0] and previous.is_file():  # speed only: keep the last memory measurement
+    elif args.rss_docs == [0, 0] and previous.is_file() and results == previous:  # speed only: keep the memory
         old = json.loads(previous.read_text())
         rss = {int(k): v for k, v in old["peak_rss_mib"].items()}
         args.rss_docs, args.rss_runtime = list(rss), old["rss_runtime"]
+    elif args.rss_docs == [0, 0]:  # speed only, written to another file: no memory figures
+        args.rss_docs = []
     for n in [] if rss else args.rss_docs:
         path = work / f"rss-{n}.jsonl"
         path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in articles(n)), encoding="utf-8")
@@ -182,6 +195,8 @@ def main() -> None:
         "peak_rss_mib": {str(k): round(v, 1) for k, v in rss.items()}, "rss_runtime": args.rss_runtime,
         "rss_growth": rss[args.rss_docs[1]] / rss[args.rss_docs[0]] - 1 if rss else None,
         "self_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "source": f"measured with `python benchmarks/predict_throughput.py {' '.join(sys.argv[1:])}` on "
+                  f"{cpu_model()}, {cpu_class()}, {time.strftime('%Y-%m-%d')}", "label": args.label,
     }
     results.write_text(json.dumps(result, indent=2))
     print(table(result))
