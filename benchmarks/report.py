@@ -137,7 +137,8 @@ def seeds_table(r: dict) -> str:
     """The recipe on the fixed split, the fine-tune retrained with each seed: figures per seed, then mean ± sd."""
     seeds, summ = r["seeds"], r["summary"]
     weakest = summ["ensemble"]["weakest_label"]
-    lines = [f"**Security corpus, fixed split, {len(seeds)} training seeds** (the split and the baseline fixed, "
+    lines = [f"**Security corpus, fixed split, {len(seeds)} training seed{'s' * (len(seeds) != 1)}** (the split and "
+             "the baseline fixed, "
              f"baseline macro-F1 {summ['baseline_macro_f1']:.3f}; e5-small fine-tuned again with each seed and "
              "stacked with the baseline; paired bootstrap p against the baseline in brackets)", "",
              "| seed | e5-small fine-tuned macro-F1 | − baseline | ensemble macro-F1 | − baseline | "
@@ -230,6 +231,7 @@ def render() -> str:
         if other.is_file():
             avx2 = json.loads(other.read_text())
             t.setdefault("cpu_class", "AVX-512+VNNI+bf16")
+            t.setdefault("label", "the machine of the table above")
             parts.append("**Speed-up over the reference per CPU class** (label agreement in brackets where "
                          f"measured; AVX2: {avx2['source']})\n\n" + module.cpu_table([t, avx2]))
     return "\n\n".join(parts)
