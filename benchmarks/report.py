@@ -142,23 +142,30 @@ def seeds_table(r: dict) -> str:
              f"baseline macro-F1 {summ['baseline_macro_f1']:.3f}; e5-small fine-tuned again with each seed and "
              "stacked with the baseline; paired bootstrap p against the baseline in brackets)", "",
              "| seed | e5-small fine-tuned macro-F1 | − baseline | ensemble macro-F1 | − baseline | "
-             f"ensemble's members | ensemble {weakest} F1 |", "|---|---:|---:|---:|---:|---|---:|"]
+             f"ensemble's members | ensemble {weakest} F1 | mean of both members, no choice: validation, test, "
+             "− baseline |", "|---|---:|---:|---:|---:|---|---:|---:|"]
 
     def gain(m: dict) -> str:
         vs = m["vs_baseline"]
         return f"{vs['macro_f1_diff']:+.3f} ({pvalue(vs['p_bootstrap']).removeprefix('= ')})"
 
+    def both(row: dict) -> str:
+        m = row.get("mean_of_members")
+        return f"{m['validation_macro_f1']:.3f}, {m['test_macro_f1']:.3f}, {gain(m)}" if m else ""
+
     for seed, row in seeds.items():
         f, e = row["fine_tuned"], row["ensemble"]
         lines.append(f"| {seed} | {f['macro_f1']:.3f}{interval((f.get('intervals') or {}).get('macro_f1'), 3)} | "
                      f"{gain(f)} | {e['macro_f1']:.3f}{interval((e.get('intervals') or {}).get('macro_f1'), 3)} | "
-                     f"{gain(e)} | {members(e['combiner'])} | {e['per_class_f1'][weakest]:.2f} |")
-    f, e = summ["fine_tuned"], summ["ensemble"]
+                     f"{gain(e)} | {members(e['combiner'])} | {e['per_class_f1'][weakest]:.2f} | {both(row)} |")
+    f, e, m = summ["fine_tuned"], summ["ensemble"], summ.get("mean_of_members")
     lines.append(f"| mean ± sd | {f['macro_f1_mean']:.3f} ± {f['macro_f1_std']:.3f} | {f['gain_mean']:+.3f} ± "
                  f"{f['gain_std']:.3f} | {e['macro_f1_mean']:.3f} ± {e['macro_f1_std']:.3f} | {e['gain_mean']:+.3f} "
-                 f"± {e['gain_std']:.3f} | | {e['per_class_f1_mean'][weakest]:.2f} |")
+                 f"± {e['gain_std']:.3f} | | {e['per_class_f1_mean'][weakest]:.2f} | "
+                 + (f"− baseline {m['gain_mean']:+.3f} ± {m['gain_std']:.3f} |" if m else " |"))
     lines.append(f"\nThe ensemble is ahead of the baseline at p < 0.05 with {e['significant']} of {e['seeds']} seeds "
-                 f"(gain {e['gain_min']:+.3f} to {e['gain_max']:+.3f}); the fine-tune alone with {f['significant']}.")
+                 f"(gain {e['gain_min']:+.3f} to {e['gain_max']:+.3f}); the fine-tune alone with {f['significant']}"
+                 + (f"; the mean of both members with {m['significant']}" if m else "") + ".")
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 baseline is the fine-tune's seed.
 
 The split (data.split.seed 42) and the baseline stay fixed; each seed fine-tunes e5-small again (train.seed: weight
-init of the head, dropout, batch order) and stacks it with the baseline as recipe.py does. Each finished seed is
+init of the head, dropout, batch order) and stacks it with the baseline as recipe.py does; beside it, the mean of both
+members with no subset chosen on validation, to show what that choice costs or saves. Each finished seed is
 saved to benchmarks/results/security-seeds.json and skipped on a rerun, so the job (about 20 min a seed on 2 cores)
 runs in sittings.
 
@@ -25,6 +26,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "security-seeds.json"
 KINDS = ("fine_tuned", "ensemble")
 
 
+def tuned_name(seed: int | str) -> str:
+    """The fine-tune's run and model directory name for one seed."""
+    return f"security-news-e5-small-seed{seed}"
+
+
 def figures(run: Any, with_combiner: bool = False) -> dict[str, Any]:
     """What one seed's model scored on test (accuracy.py's summary: figures, intervals, the test against the
     baseline) and, for the ensemble, the members validation chose."""
@@ -34,6 +40,30 @@ def figures(run: Any, with_combiner: bool = False) -> dict[str, Any]:
     if with_combiner:
         out["combiner"] = run.metrics["ensemble"]["combiner"]
     return out
+
+
+def mean_of_members(members: list[Path]) -> dict[str, Any]:
+    """What the validation choice cost or saved: the unweighted mean of every member's log-probabilities (the
+    recipe's combiner with no subset chosen), its validation and test macro-F1 and its test against the baseline."""
+    import numpy as np
+    from recipe import CONFIGS
+
+    from pipeline.baseline import against_baseline
+    from pipeline.config import load_config
+    from pipeline.data import load_split
+    from pipeline.labels import load_labels
+    from pipeline.scoring import load_scorer
+    from pipeline.uncertainty import macro_f1
+
+    cfg = load_config(CONFIGS, [])
+    labels = load_labels(cfg.labels)
+    rows = {s: load_split(cfg, s) for s in ("validation", "test")}
+    scorers = [load_scorer(m) for m in members]
+    logits = {s: np.mean([np.log(np.clip(m.score([r["text"] for r in rs])[0], 1e-9, 1)) for m in scorers], axis=0)
+              for s, rs in rows.items()}
+    out = {f"{s}_macro_f1": round(float(macro_f1(labels.encode(rows[s]), lg.argmax(axis=1), len(labels))), 4)
+           for s, lg in logits.items()}
+    return out | {"vs_baseline": against_baseline(cfg, rows["test"], logits["test"])}
 
 
 def summarize(seeds: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +86,12 @@ def summarize(seeds: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> dic
                      "significant": sum(r["vs_baseline"]["p_bootstrap"] < 0.05 for r in rows),
                      "per_class_f1_mean": {lb: round(v, 4) for lb, v in per_label.items()},
                      "weakest_label": min(per_label, key=per_label.get)}
+    means = [s["mean_of_members"] for s in seeds.values() if s.get("mean_of_members", {}).get("vs_baseline")]
+    if means:
+        gains = [m["vs_baseline"]["macro_f1_diff"] for m in means]
+        out["mean_of_members"] = {"seeds": len(means), "gain_mean": round(statistics.fmean(gains), 4),
+                                  "gain_std": round(statistics.stdev(gains), 4) if len(gains) > 1 else 0.0,
+                                  "significant": sum(m["vs_baseline"]["p_bootstrap"] < 0.05 for m in means)}
     out["baseline_macro_f1"] = baseline["macro_f1"]
     return out
 
@@ -70,26 +106,39 @@ def main() -> None:
         print(f"skipped: {data_dir} is absent (the corpus is read from ../shared/data)")
         return
     sys.path.insert(0, str(Path(__file__).parent))
-    from recipe import VERSION, run_recipe
+    from recipe import CONFIGS, VERSION, run_recipe
+
+    from pipeline.artifacts import model_dir
+    from pipeline.config import load_config
 
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     result: dict[str, Any] = saved if saved.get("version") == VERSION else {"version": VERSION, "seeds": {}}
+    cfg = load_config(CONFIGS, [])
+    for seed, row in result["seeds"].items():  # seeds saved before the mean of members was measured
+        members = [model_dir(cfg, "baseline"), Path(cfg.output_dir) / tuned_name(seed)]
+        if "mean_of_members" not in row and all((m / "model_info.json").is_file() for m in members):
+            row["mean_of_members"] = mean_of_members(members)
     for seed in args.seeds:
         if str(seed) in result["seeds"]:
             print(f"seed {seed}: done before, skipped", flush=True)
             continue
-        started, row = time.time(), {}
+        started, row, dirs = time.time(), {}, {}
 
-        def report(kind: str, run: Any, row: dict[str, Any] = row, seed: int = seed) -> None:
+        def report(kind: str, run: Any, row: dict = row, seed: int = seed, dirs: dict = dirs) -> None:
+            dirs[kind] = run.model_dir
             if kind == "baseline":
                 result["baseline"] = figures(run)
             elif kind in KINDS:
                 row[kind] = figures(run, with_combiner=kind == "ensemble")
                 print(f"seed {seed} {kind}", json.dumps(row[kind]), flush=True)
 
-        tuned = [f"train.seed={seed}", f"tracking.run_name=security-news-e5-small-seed{seed}", *args.overrides]
+        tuned = [f"train.seed={seed}", f"tracking.run_name={tuned_name(seed)}", *args.overrides]
         run_recipe(["tracking.registered_model=null"], tuned, report=report)
+        row["mean_of_members"] = mean_of_members([dirs["baseline"], dirs["fine_tuned"]])
         result["seeds"][str(seed)] = row | {"wall_seconds": round(time.time() - started)}
+        result["summary"] = summarize(result["seeds"], result["baseline"])
+        RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    if result["seeds"]:
         result["summary"] = summarize(result["seeds"], result["baseline"])
         RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2))
     print(json.dumps(result.get("summary"), indent=2))

@@ -133,12 +133,19 @@ def test_seeds_summarize_gains_and_the_weakest_label_and_render_every_seed():
     assert e["weakest_label"] == "b" and e["per_class_f1_mean"]["b"] == 0.5
     one = seeds.summarize({"42": runs["42"]}, {"macro_f1": 0.65})["ensemble"]
     assert one["macro_f1_std"] == 0.0 and one["gain_std"] == 0.0  # one seed: no spread, not an error
+    assert "mean_of_members" not in summary  # no seed measured it
+    runs["1"]["mean_of_members"] = {"validation_macro_f1": 0.76, "test_macro_f1": 0.745,
+                                    "vs_baseline": {"macro_f1_diff": 0.094, "p_bootstrap": 0.002}}
+    summary = seeds.summarize(runs, {"macro_f1": 0.65})
+    assert summary["mean_of_members"] == {"seeds": 1, "gain_mean": 0.094, "gain_std": 0.0, "significant": 1}
 
     table = report.seeds_table({"seeds": runs, "summary": summary})
     assert "2 training seeds** (the split and the baseline fixed, baseline macro-F1 0.650" in table
     assert "| 42 | 0.700 [0.650, 0.750] | +0.050 (0.100) | 0.740 [0.690, 0.790] | +0.090 (< 0.001) | " \
-        "baseline + fine-tune (mean) | 0.45 |" in table
+        "baseline + fine-tune (mean) | 0.45 |  |" in table
     assert "| 1 | 0.660 [0.610, 0.710] | +0.010 (0.700) | 0.700 [0.650, 0.750] | +0.050 (0.030) | fine-tune alone | " \
-        "0.55 |" in table
-    assert "| mean ± sd | 0.680 ± 0.028 | +0.030 ± 0.028 | 0.720 ± 0.028 | +0.070 ± 0.028 | | 0.50 |" in table
-    assert "at p < 0.05 with 2 of 2 seeds (gain +0.050 to +0.090); the fine-tune alone with 0." in table
+        "0.55 | 0.760, 0.745, +0.094 (0.002) |" in table
+    assert "| mean ± sd | 0.680 ± 0.028 | +0.030 ± 0.028 | 0.720 ± 0.028 | +0.070 ± 0.028 | | 0.50 | " \
+        "− baseline +0.094 ± 0.000 |" in table
+    assert "at p < 0.05 with 2 of 2 seeds (gain +0.050 to +0.090); the fine-tune alone with 0; the mean of both " \
+        "members with 1." in table
