@@ -8,7 +8,7 @@ DEMO_MODEL := models/demo-e5-small-mean-chunks160
 DEMO_OUT := outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint demo ui screenshots clean bench bench-sample
+.PHONY: help install test test-slow lint demo ui screenshots clean bench bench-sample bench-seeds
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ bench: install ## benchmarks on ../shared/data: accuracy (security, ANT) and pre
 	$(PY) benchmarks/accuracy.py ant
 	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/predict_throughput.py --model models/security-news-e5-small
+	$(PY) benchmarks/report.py
+
+bench-seeds: install ## the security recipe on its fixed split with training seeds 42, 1, 2 (~35 min a seed on 2 cores, resumable)
+	$(PY) benchmarks/seeds.py
 	$(PY) benchmarks/report.py
 
 bench-sample: install ## the demo recipe vs the baseline on 5 seeded splits of data/sample (~40 min, no ../shared needed)
