@@ -37,16 +37,6 @@ RUNTIMES = {"torch fp32": ["--runtime", "torch"], "torch bf16": ["--precision", 
             "auto": ["--runtime", "auto"]}
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on Linux)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "cpu"
-    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                "cpu")
-
-
 def articles(limit: int) -> list[dict]:
     """Real articles from ../shared/data: the security corpus first, then ANT (cycled when more are asked)."""
     rows = []
@@ -141,7 +131,7 @@ def main() -> None:
         raise SystemExit(f"{args.model}: no fine-tuned model; run `python benchmarks/accuracy.py security` first")
     torch.set_num_threads(args.threads)
     from pipeline.artifacts import read_model_config
-    from pipeline.autoruntime import CHOICE_FILE, cpu_class
+    from pipeline.autoruntime import CHOICE_FILE, cpu_class, cpu_signature
     from pipeline.scoring import load_scorer
 
     cfg = read_model_config(args.model)
@@ -196,7 +186,8 @@ def main() -> None:
         "rss_growth": rss[args.rss_docs[1]] / rss[args.rss_docs[0]] - 1 if rss else None,
         "self_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "source": f"measured with `python benchmarks/predict_throughput.py {' '.join(sys.argv[1:])}` on "
-                  f"{cpu_model()}, {cpu_class()}, {time.strftime('%Y-%m-%d')}", "label": args.label,
+                  f"{cpu_signature(args.threads)['cpu']}, {cpu_class()}, {time.strftime('%Y-%m-%d')}",
+        "label": args.label,
     }
     results.write_text(json.dumps(result, indent=2))
     print(table(result))
