@@ -4,7 +4,7 @@ baseline is the fine-tune's seed.
 The split (data.split.seed 42) and the baseline stay fixed; each seed fine-tunes e5-small again (train.seed: weight
 init of the head, dropout, batch order) and stacks it with the baseline as recipe.py does; beside it, the mean of both
 members with no subset chosen on validation, to show what that choice costs or saves. Each finished seed is
-saved to benchmarks/results/security-seeds.json and skipped on a rerun, so the job (about 20 min a seed on 2 cores)
+saved to benchmarks/results/security-seeds.json and skipped on a rerun, so the job (about 35 min a seed on 2 cores)
 runs in sittings.
 
     python benchmarks/seeds.py                 # seeds 42, 1, 2
@@ -42,28 +42,29 @@ def figures(run: Any, with_combiner: bool = False) -> dict[str, Any]:
     return out
 
 
-def mean_of_members(members: list[Path]) -> dict[str, Any]:
+def mean_of_members(cfg: Any, members: list[Path]) -> dict[str, Any]:
     """What the validation choice cost or saved: the unweighted mean of every member's log-probabilities (the
     recipe's combiner with no subset chosen), its validation and test macro-F1 and its test against the baseline."""
-    import numpy as np
-    from recipe import CONFIGS
-
     from pipeline.baseline import against_baseline
-    from pipeline.config import load_config
     from pipeline.data import load_split
     from pipeline.labels import load_labels
     from pipeline.scoring import load_scorer
+    from pipeline.stack import Combiner
     from pipeline.uncertainty import macro_f1
 
-    cfg = load_config(CONFIGS, [])
     labels = load_labels(cfg.labels)
     rows = {s: load_split(cfg, s) for s in ("validation", "test")}
     scorers = [load_scorer(m) for m in members]
-    logits = {s: np.mean([np.log(np.clip(m.score([r["text"] for r in rs])[0], 1e-9, 1)) for m in scorers], axis=0)
-              for s, rs in rows.items()}
+    mean = Combiner("weights", weights=[1 / len(members)] * len(members))
+    logits = {s: mean.logits([m.score([r["text"] for r in rs])[0] for m in scorers]) for s, rs in rows.items()}
     out = {f"{s}_macro_f1": round(float(macro_f1(labels.encode(rows[s]), lg.argmax(axis=1), len(labels))), 4)
            for s, lg in logits.items()}
     return out | {"vs_baseline": against_baseline(cfg, rows["test"], logits["test"])}
+
+
+def _sd(values: list[float]) -> float:
+    """The sample standard deviation, 0 for a single seed."""
+    return round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
 
 
 def summarize(seeds: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -79,9 +80,8 @@ def summarize(seeds: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> dic
         per_label = {lb: statistics.fmean(r["per_class_f1"][lb] for r in rows) for lb in labels}
         out[kind] = {"seeds": len(rows),
                      "macro_f1_mean": round(statistics.fmean(r["macro_f1"] for r in rows), 4),
-                     "macro_f1_std": round(statistics.stdev(r["macro_f1"] for r in rows), 4) if len(rows) > 1 else 0.0,
-                     "gain_mean": round(statistics.fmean(gains), 4),
-                     "gain_std": round(statistics.stdev(gains), 4) if len(gains) > 1 else 0.0,
+                     "macro_f1_std": _sd([r["macro_f1"] for r in rows]),
+                     "gain_mean": round(statistics.fmean(gains), 4), "gain_std": _sd(gains),
                      "gain_min": round(min(gains), 4), "gain_max": round(max(gains), 4),
                      "significant": sum(r["vs_baseline"]["p_bootstrap"] < 0.05 for r in rows),
                      "per_class_f1_mean": {lb: round(v, 4) for lb, v in per_label.items()},
@@ -90,7 +90,7 @@ def summarize(seeds: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> dic
     if means:
         gains = [m["vs_baseline"]["macro_f1_diff"] for m in means]
         out["mean_of_members"] = {"seeds": len(means), "gain_mean": round(statistics.fmean(gains), 4),
-                                  "gain_std": round(statistics.stdev(gains), 4) if len(gains) > 1 else 0.0,
+                                  "gain_std": _sd(gains),
                                   "significant": sum(m["vs_baseline"]["p_bootstrap"] < 0.05 for m in means)}
     out["baseline_macro_f1"] = baseline["macro_f1"]
     return out
@@ -113,11 +113,19 @@ def main() -> None:
 
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     result: dict[str, Any] = saved if saved.get("version") == VERSION else {"version": VERSION, "seeds": {}}
+
+    def save() -> None:
+        result["summary"] = summarize(result["seeds"], result["baseline"])
+        RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+
     cfg = load_config(CONFIGS, [])
+    backfilled = False
     for seed, row in result["seeds"].items():  # seeds saved before the mean of members was measured
         members = [model_dir(cfg, "baseline"), Path(cfg.output_dir) / tuned_name(seed)]
         if "mean_of_members" not in row and all((m / "model_info.json").is_file() for m in members):
-            row["mean_of_members"] = mean_of_members(members)
+            row["mean_of_members"], backfilled = mean_of_members(cfg, members), True
+    if backfilled:
+        save()
     for seed in args.seeds:
         if str(seed) in result["seeds"]:
             print(f"seed {seed}: done before, skipped", flush=True)
@@ -134,13 +142,9 @@ def main() -> None:
 
         tuned = [f"train.seed={seed}", f"tracking.run_name={tuned_name(seed)}", *args.overrides]
         run_recipe(["tracking.registered_model=null"], tuned, report=report)
-        row["mean_of_members"] = mean_of_members([dirs["baseline"], dirs["fine_tuned"]])
+        row["mean_of_members"] = mean_of_members(cfg, [dirs["baseline"], dirs["fine_tuned"]])
         result["seeds"][str(seed)] = row | {"wall_seconds": round(time.time() - started)}
-        result["summary"] = summarize(result["seeds"], result["baseline"])
-        RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2))
-    if result["seeds"]:
-        result["summary"] = summarize(result["seeds"], result["baseline"])
-        RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+        save()
     print(json.dumps(result.get("summary"), indent=2))
 
 
