@@ -58,6 +58,11 @@ def pvalue(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
+def bare_p(p: float) -> str:
+    """A p-value inside brackets that already say what it is: `0.042`, or `< 0.001`."""
+    return pvalue(p).removeprefix("= ")
+
+
 def interval(bounds: list[float] | None, digits: int) -> str:
     """` [low, high]`, or nothing for results computed before intervals were reported."""
     return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]" if bounds else ""
@@ -86,7 +91,7 @@ def transfer_table(r: dict) -> str:
             cells.append(f"{t['macro_f1']:.3f}{interval(t['macro_f1_ci'], 3)}" if t else "not run")
             if key in paired:
                 vs = (t or {}).get("vs_baseline")
-                ps = [pvalue(vs[k]).removeprefix("= ") for k in ("p_bootstrap", "p_mcnemar") if k in (vs or {})]
+                ps = [bare_p(vs[k]) for k in ("p_bootstrap", "p_mcnemar") if k in (vs or {})]
                 cells.append(f"{vs['macro_f1_diff']:+.3f}{interval(vs.get('macro_f1_diff_interval'), 3)} "
                              f"({', '.join(ps)})" if vs else "")
         if combined:
@@ -147,7 +152,7 @@ def seeds_table(r: dict) -> str:
 
     def gain(m: dict) -> str:
         vs = m["vs_baseline"]
-        return f"{vs['macro_f1_diff']:+.3f} ({pvalue(vs['p_bootstrap']).removeprefix('= ')})"
+        return f"{vs['macro_f1_diff']:+.3f} ({bare_p(vs['p_bootstrap'])})"
 
     def both(row: dict) -> str:
         m = row.get("mean_of_members")
@@ -215,8 +220,9 @@ def render() -> str:
     if path.is_file():
         parts.append(previous_cv(json.loads(path.read_text())))
     path = RESULTS / "security-seeds.json"
-    if path.is_file() and json.loads(path.read_text()).get("summary"):
-        parts.append(seeds_table(json.loads(path.read_text())))
+    seeds = json.loads(path.read_text()) if path.is_file() else {}
+    if seeds.get("summary"):
+        parts.append(seeds_table(seeds))
     path = RESULTS / "security-transfer.json"
     if path.is_file():
         parts.append(transfer_table(json.loads(path.read_text())))
