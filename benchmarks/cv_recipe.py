@@ -4,18 +4,20 @@ the title and lead, the e5-small fine-tune and their ensemble, trained and teste
     python benchmarks/cv_recipe.py                   # every fold (~20 min each on 2 CPU cores), then the summary
     python benchmarks/cv_recipe.py --folds 0 1       # some folds; the summary pools the folds done so far
     python benchmarks/cv_recipe.py --summary-only    # pool the saved folds without training
+    python benchmarks/cv_recipe.py --fold-seed 7     # a second partition: a replication with new folds
 
-Folds are the same stratified 5-fold split (seed 42) as `benchmarks/accuracy.py`'s baseline cross-validation, over
-every prepared article. In each fold the test part is the fold, validation a stratified 15% of the rest, and train
-the remainder: the baseline picks C, the fine-tune picks its epoch and the ensemble fits its combiner on that
-validation slice only. Each finished fold is saved (benchmarks/results/work/cv/fold-K.json) and skipped when the job
-runs again with the same recipe version, so a stopped job loses at most the fold in progress (a fine-tune finished
-with the same settings on the same splits is reused). `tfidf_pair` (the two TF-IDF models) and
+Folds are by default the same stratified 5-fold split (seed 42) as `benchmarks/accuracy.py`'s baseline
+cross-validation, over every prepared article; `--fold-seed` draws another partition, with its own work folder and
+results file (security-cv-seed{S}.json). In each fold the test part is the fold, validation a stratified 15% of the
+rest, and train the remainder: the baseline picks C, the fine-tune picks its epoch and the ensemble fits its combiner
+on that validation slice only. Each finished fold is saved (benchmarks/results/work/cv/fold-K.json; every model's
+validation and test probabilities in probs-fold-K.npz, so that a combiner can be studied without training again) and
+skipped when the job runs again with the same recipe version, so a stopped job loses at most the fold in progress (a
+fine-tune finished with the same settings on the same splits is reused). `tfidf_pair` (the two TF-IDF models) and
 `with_lead` (the lead model as a third member) are the ensemble's combiner over other members, to show what each
-member adds. The
-summary (benchmarks/results/security-cv.json) gives per-fold mean and sd, the pooled out-of-fold macro-F1 and
-per-label F1 with 95% bootstrap intervals, and the paired bootstrap and McNemar tests of every model against the
-baseline on the same articles.
+member adds. The summary (benchmarks/results/security-cv.json) gives per-fold mean and sd, the pooled out-of-fold
+macro-F1 and per-label F1 with 95% bootstrap intervals, and the paired bootstrap and McNemar tests of every model
+against the baseline on the same articles.
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ WORK = RESULTS / "work" / "cv"
 MODELS = ("baseline", "lead", "fine_tuned", "tfidf_pair", "with_lead", "ensemble")
 PAIRS = {"tfidf_pair": ("baseline", "lead"), "with_lead": ("baseline", "lead", "fine_tuned")}
 FOLDS = 5
+SEED = 42
+
+
+def work_dir(seed: int) -> Path:
+    """Where one partition's folds, models and predictions live (seed 42: the original folder)."""
+    return WORK if seed == SEED else WORK / f"seed-{seed}"
+
+
+def results_file(seed: int) -> Path:
+    """One partition's summary."""
+    return RESULTS / ("security-cv.json" if seed == SEED else f"security-cv-seed{seed}.json")
 
 
 def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Path]:
@@ -47,34 +60,42 @@ def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Pa
     rest, test = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(rows, y))[fold]
     train, val = train_test_split(list(rest), test_size=0.15, stratify=[y[i] for i in rest], random_state=seed)
     parts = {"train": train, "validation": val, "test": list(test)}
-    return {name: write_jsonl(WORK / f"fold-{fold}" / f"{name}.jsonl", [rows[i] for i in idx])
+    return {name: write_jsonl(work_dir(seed) / f"fold-{fold}" / f"{name}.jsonl", [rows[i] for i in idx])
             for name, idx in parts.items()}
 
 
-def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str]) -> dict[str, Any]:
+def dataset(fold: int, seed: int) -> str:
+    """One fold's dataset (and MLflow run) name."""
+    return f"security-news-cv{fold}" + ("" if seed == SEED else f"-s{seed}")
+
+
+def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: int = SEED) -> dict[str, Any]:
     """The recipe's models on one fold; their predictions on the fold's test articles."""
     from recipe import VERSION, run_recipe, split_data
 
     started = time.time()
-    data = [*split_data(f"security-news-cv{fold}", fold_files(rows, fold, seed=42), WORK),
-            f"output_dir={WORK / 'models'}", "tracking.registered_model=null"]
+    work = work_dir(seed)
+    data = [*split_data(dataset(fold, seed), fold_files(rows, fold, seed), work),
+            f"output_dir={work / 'models'}", "tracking.registered_model=null"]
     cfg, runs = run_recipe(data, overrides)
     dirs = {kind: run.model_dir for kind, run in runs.items()}
     ens = runs["ensemble"]
-    pred, truth, combiners = predictions(cfg, dirs)
+    pred, truth, combiners = predictions(cfg, dirs, work / f"probs-fold-{fold}.npz")
     result = {"fold": fold, "n_test": len(truth), "truth": truth, "pred": pred,
               "models": {m: d.name for m, d in dirs.items()},
               "ensemble": {k: ens.metrics["ensemble"].get(k) for k in ("combiner", "note")},
               "pairs": combiners, "recipe": VERSION,
-              "wall_seconds": round(time.time() - started, 1), "overrides": overrides}
-    (WORK / f"fold-{fold}.json").write_text(json.dumps(result, ensure_ascii=False))
+              "wall_seconds": round(time.time() - started, 1), "overrides": overrides, "fold_seed": seed}
+    (work / f"fold-{fold}.json").write_text(json.dumps(result, ensure_ascii=False))
     print(f"fold {fold}: " + ", ".join(f"{m} {macro_f1(result['truth'], pred[m]):.3f}" for m in MODELS), flush=True)
     return result
 
 
-def predictions(cfg: Any, dirs: dict[str, Path]) -> tuple[dict[str, list[str]], list[str], dict[str, str]]:
+def predictions(cfg: Any, dirs: dict[str, Path], probs_file: Path | None = None,
+                ) -> tuple[dict[str, list[str]], list[str], dict[str, str]]:
     """Every model's test predictions, and those of the ensemble's combiner over each pair of `PAIRS` (chosen on
-    validation, as the ensemble's): what each extra member adds. Also the truth and the pairs' combiners."""
+    validation, as the ensemble's): what each extra member adds. Also the truth and the pairs' combiners. With
+    `probs_file`, every model's validation and test probabilities and both splits' labels are saved there."""
     from pipeline.data import load_split
     from pipeline.ensemble import choose
     from pipeline.scoring import load_scorer
@@ -91,6 +112,9 @@ def predictions(cfg: Any, dirs: dict[str, Path]) -> tuple[dict[str, list[str]], 
                                 len(labels), cfg.train.seed)
         pred[name] = [labels.ids[i] for i in combiner.logits([scored[m]["test"] for m in pair]).argmax(axis=1)]
         combiners[name] = combiner.describe(list(pair))
+    if probs_file is not None:
+        np.savez_compressed(probs_file, **{f"{m}_{s}": p for m, by in scored.items() for s, p in by.items()},
+                            **{f"y_{s}": labels.encode(rs) for s, rs in rows.items()}, labels=np.array(labels.ids))
     return pred, [r["label"] for r in rows["test"]], combiners
 
 
@@ -100,11 +124,12 @@ def add_pairs(fold: dict[str, Any]) -> dict[str, Any]:
 
     from pipeline.config import load_config
 
-    cfg = load_config(CONFIGS, [f"data.name=security-news-cv{fold['fold']}",
-                                f"data.processed_dir={WORK / 'processed'}"])
-    pred, _, combiners = predictions(cfg, {m: WORK / "models" / d for m, d in fold["models"].items()})
+    seed = fold.get("fold_seed", SEED)
+    work = work_dir(seed)
+    cfg = load_config(CONFIGS, [f"data.name={dataset(fold['fold'], seed)}", f"data.processed_dir={work / 'processed'}"])
+    pred, _, combiners = predictions(cfg, {m: work / "models" / d for m, d in fold["models"].items()})
     fold = {**fold, "pred": {**pred, **fold["pred"]}, "pairs": {**combiners, **fold.get("pairs", {})}}
-    (WORK / f"fold-{fold['fold']}.json").write_text(json.dumps(fold, ensure_ascii=False))
+    (work / f"fold-{fold['fold']}.json").write_text(json.dumps(fold, ensure_ascii=False))
     return fold
 
 
@@ -127,7 +152,8 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     y = np.array([index[t] for t in truth])
     models = [m for m in MODELS if all(m in f["pred"] for f in folds)]
     pooled = {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in models}
-    out: dict[str, Any] = {"k": FOLDS, "folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
+    out: dict[str, Any] = {"k": FOLDS, "fold_seed": folds[0].get("fold_seed", SEED),
+                           "folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
     for m in models:
         scores = [macro_f1(f["truth"], f["pred"][m]) for f in folds]
         out[m] = {"macro_f1_folds": [round(s, 4) for s in scores], "macro_f1_mean": round(float(np.mean(scores)), 4),
@@ -152,6 +178,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", nargs="*", type=int, default=list(range(FOLDS)), choices=range(FOLDS))
     ap.add_argument("--summary-only", action="store_true", help="pool the saved folds without training")
+    ap.add_argument("--fold-seed", type=int, default=SEED, help="the partition's seed (42: accuracy.py's folds)")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
     args = ap.parse_args()
     if not CORPUS.is_file():
@@ -165,21 +192,22 @@ def main() -> None:
     cfg = load_config(CONFIGS)
     prepare(cfg)
     rows = [r for s in SPLITS for r in load_split(cfg, s)]  # normalised and deduplicated, as the baseline's CV
-    WORK.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args.fold_seed)
+    work.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         for fold in args.folds:
-            saved = WORK / f"fold-{fold}.json"
+            saved = work / f"fold-{fold}.json"
             if saved.is_file() and json.loads(saved.read_text()).get("recipe") == VERSION:
                 print(f"fold {fold}: done already ({saved})")
                 continue
-            run_fold(rows, fold, args.overrides)
-    done = [f for p in sorted(WORK.glob("fold-*.json")) if (f := json.loads(p.read_text())).get("recipe") == VERSION]
+            run_fold(rows, fold, args.overrides, args.fold_seed)
+    done = [f for p in sorted(work.glob("fold-*.json")) if (f := json.loads(p.read_text())).get("recipe") == VERSION]
     done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in done]
     if not done:
         print("no fold finished yet")
         return
     summary = summarise(done)
-    path = RESULTS / "security-cv.json"
+    path = results_file(args.fold_seed)
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     for m in [m for m in MODELS if m in summary]:
         s = summary[m]

@@ -171,7 +171,27 @@ def seeds_table(r: dict) -> str:
     lines.append(f"\nThe ensemble is ahead of the baseline at p < 0.05 with {e['significant']} of {e['seeds']} seeds "
                  f"(gain {e['gain_min']:+.3f} to {e['gain_max']:+.3f}); the fine-tune alone with {f['significant']}"
                  + (f"; the mean of both members with {m['significant']}" if m else "") + ".")
+    rows = [row["mean_of_members"]["criteria"] for row in seeds.values()
+            if "criteria" in row.get("mean_of_members", {})]
+    if rows:
+        lines.append("\n" + criteria_line(rows))
     return "\n".join(lines)
+
+
+def criteria_line(rows: list[dict]) -> str:
+    """How steadily each criterion of the ensemble picks its candidate on resamples of validation, over seeds."""
+    def span(values: list[float], fmt: str) -> str:
+        low, high = min(values), max(values)
+        return format(low, fmt) if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}} to {high:{fmt}}"
+
+    parts = []
+    for criterion, name in (("log_loss", "log-loss"), ("macro_f1", "macro-F1")):
+        shares = [100 * r[criterion]["picks"].get("mean", 0) / r[criterion]["resamples"] for r in rows]
+        parts.append(f"{name} picks the mean of both members in {span(shares, '.0f')}% of them (its gain over the "
+                     f"best member alone {span([r[criterion]['mean_gain'] for r in rows], '+.3f')}, sd "
+                     f"{span([r[criterion]['mean_gain_sd'] for r in rows], '.3f')})")
+    return (f"On {rows[0]['log_loss']['resamples']} bootstrap resamples of validation (nothing from test), with each "
+            f"of the {len(rows)} seeds: " + "; ".join(parts) + ".")
 
 
 def previous_cv(r: dict) -> str:

@@ -21,9 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "security-seeds.json"
 KINDS = ("fine_tuned", "ensemble")
+RESAMPLES = 300
 
 
 def tuned_name(seed: int | str) -> str:
@@ -44,7 +47,8 @@ def figures(run: Any, with_combiner: bool = False) -> dict[str, Any]:
 
 def mean_of_members(cfg: Any, members: list[Path]) -> dict[str, Any]:
     """What the validation choice cost or saved: the unweighted mean of every member's log-probabilities (the
-    recipe's combiner with no subset chosen), its validation and test macro-F1 and its test against the baseline."""
+    recipe's combiner with no subset chosen), its validation and test macro-F1 and its test against the baseline;
+    and how steadily each criterion tells the candidates apart on validation (`criteria`)."""
     from pipeline.baseline import against_baseline
     from pipeline.data import load_split
     from pipeline.labels import load_labels
@@ -55,11 +59,40 @@ def mean_of_members(cfg: Any, members: list[Path]) -> dict[str, Any]:
     labels = load_labels(cfg.labels)
     rows = {s: load_split(cfg, s) for s in ("validation", "test")}
     scorers = [load_scorer(m) for m in members]
+    probs = {s: [m.score([r["text"] for r in rs])[0] for m in scorers] for s, rs in rows.items()}
     mean = Combiner("weights", weights=[1 / len(members)] * len(members))
-    logits = {s: mean.logits([m.score([r["text"] for r in rs])[0] for m in scorers]) for s, rs in rows.items()}
+    logits = {s: mean.logits(p) for s, p in probs.items()}
     out = {f"{s}_macro_f1": round(float(macro_f1(labels.encode(rows[s]), lg.argmax(axis=1), len(labels))), 4)
            for s, lg in logits.items()}
-    return out | {"vs_baseline": against_baseline(cfg, rows["test"], logits["test"])}
+    criteria = criterion_stability(probs["validation"], labels.encode(rows["validation"]), len(labels))
+    return out | {"vs_baseline": against_baseline(cfg, rows["test"], logits["test"]), "criteria": criteria}
+
+
+def criterion_stability(probs: list[np.ndarray], y: np.ndarray, n_labels: int, resamples: int = RESAMPLES,
+                        ) -> dict[str, Any]:
+    """On bootstrap resamples of validation (nothing from test): which candidate (each member alone, or the mean of
+    all) each of the ensemble's criteria picks, and the mean's gain over the best member alone, mean and sd."""
+    from pipeline.ensemble import log_loss
+    from pipeline.stack import Combiner
+    from pipeline.uncertainty import macro_f1
+
+    names = [f"member {i}" for i in range(len(probs))] + ["mean"]
+    mean = Combiner("weights", weights=[1 / len(probs)] * len(probs))
+    cands = [np.log(np.clip(p, 1e-9, 1)) for p in probs] + [mean.logits(probs)]
+    score = {"macro_f1": lambda lg, yy: float(macro_f1(yy, lg.argmax(axis=1), n_labels)),
+             "log_loss": lambda lg, yy: -log_loss(lg, yy)}  # higher is better for both
+    rng = np.random.default_rng(0)
+    picks: dict[str, list[str]] = {c: [] for c in score}
+    gains: dict[str, list[float]] = {c: [] for c in score}
+    for _ in range(resamples):
+        i = rng.integers(0, len(y), len(y))
+        for c, fn in score.items():
+            scores = [fn(lg[i], y[i]) for lg in cands]
+            picks[c].append(names[int(np.argmax(scores))])
+            gains[c].append(scores[-1] - max(scores[:-1]))
+    return {c: {"picks": {n: picks[c].count(n) for n in names}, "resamples": resamples,
+                "mean_gain": round(float(np.mean(gains[c])), 4), "mean_gain_sd": round(float(np.std(gains[c])), 4)}
+            for c in score}
 
 
 def _sd(values: list[float]) -> float:

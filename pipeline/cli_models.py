@@ -57,9 +57,10 @@ def _ensemble(cfg: Config, members: list) -> None:
 
     result = fit_ensemble(cfg, members)
     info = result.metrics["ensemble"]
-    print(info.get("note") or f"stacked: {info['combiner']} (validation macro-F1"
-          f"{', cross-validated' if info['method'] == 'fitted' else ''}: "
-          f"{info['chosen_val_macro_f1']:.3f}; best member {info['best_member_val_macro_f1']:.3f})")
+    print(info.get("note") or f"stacked: {info['combiner']} (validation"
+          f"{', cross-validated' if info['method'] == 'fitted' else ''}: log-loss {info['chosen_val_log_loss']:.3f}, "
+          f"macro-F1 {info['chosen_val_macro_f1']:.3f}; best member on {info['criterion'].replace('_', '-')}: "
+          f"log-loss {info['best_member_val_log_loss']:.3f}, macro-F1 {info['best_member_val_macro_f1']:.3f})")
     print(summary("ensemble", result.metrics))
     print(f"model directory: {result.model_dir}")
 

@@ -125,6 +125,9 @@ class TrainConfig(_Section):
                                                          "log-probabilities of the subset of members best on "
                                                          "validation (a member alone is a subset); fitted: weights "
                                                          "or a logistic regression fitted on validation")
+    ensemble_criterion: Literal["log_loss", "macro_f1"] = Field(
+        "log_loss", description="how the ensemble's candidates are compared on validation: calibrated log-loss "
+        "(read from every article's probability) or macro-F1 (from the argmax alone: noisy on a few hundred articles)")
     ensemble_lead_words: int | None = Field(None, ge=1, description="with ensemble_with_baseline: stack the "
                                             "baseline trained with baseline.lead_words=N as well")
     ensemble_with_baseline: bool = Field(False, description="after `train`, stack the model with this config's "

@@ -4,8 +4,9 @@ Every member was trained on the same prepared splits (checked by their sha256), 
 probabilities are out-of-sample. The combiner is chosen on validation alone (`train.ensemble_combiner`): by
 default the unweighted mean of the log-probabilities of the subset of members best on validation; or (`fitted`)
 weights or a logistic regression, each scored by k-fold cross-validation inside the validation split and refitted on
-the whole of it. Test is scored once, at the end. If no stack beats the best member, the ensemble says so and is
-that member alone.
+the whole of it. Candidates are compared on their calibrated validation log-loss (`train.ensemble_criterion`; or on
+macro-F1). Test is scored once, at the end. If no stack beats the best member, the ensemble says so and is that
+member alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pipeline.data import load_split, splits_sha256
 from pipeline.errors import ConfigError, ModelError
 from pipeline.jobs import exclusive
 from pipeline.labels import LabelMap, load_labels
-from pipeline.metrics import calibrated_metrics, softmax
+from pipeline.metrics import calibrated_metrics, fit_temperature, softmax
 from pipeline.runs import RunResult, finish_run
 from pipeline.scoring import load_scorer
 from pipeline.stack import Combiner, features, save_combiner
@@ -46,6 +47,8 @@ from pipeline.uncertainty import macro_f1
 KIND = "ensemble"
 FOLDS = 5
 C_GRID = (0.01, 0.1, 1.0, 10.0)
+TIE = 1e-6  # a candidate must beat the best so far by more than this; a tie keeps the smaller subset
+CRITERIA = {"log_loss": "log-loss", "macro_f1": "macro-F1"}  # how candidates are compared on validation
 # what a bundled member leaves behind: checkpoints, evaluations, and the runtime caches (`runtime.ONNX_DIR`,
 # `autoruntime.CHOICE_FILE`, named here so that stacking TF-IDF models never imports torch), rebuilt where needed
 SKIP = {CHECKPOINTS, "eval", "onnx", "runtime_choice.json"}
@@ -105,43 +108,66 @@ def _cross_validated(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarr
     return out
 
 
+def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """Validation log-loss of a candidate at its best temperature (every candidate is calibrated, as the
+    ensemble will be, before they are compared)."""
+    temp = fit_temperature(partial(softmax, logits), y)
+    return float(-np.log(np.clip(softmax(logits, temp)[np.arange(len(y)), y], 1e-12, 1)).mean())
+
+
+def _scored(name: str, logits: np.ndarray, y: np.ndarray, n_labels: int, criterion: str) -> tuple[float, dict]:
+    """A candidate's rank key (higher is better) under `criterion`, and its line of the report (both figures)."""
+    f1, loss = float(macro_f1(y, logits.argmax(axis=1), n_labels)), log_loss(logits, y)
+    return (f1 if criterion == "macro_f1" else -loss), {"combiner": name, "val_macro_f1": round(f1, 4),
+                                                         "val_log_loss": round(loss, 4)}
+
+
 def choose(probs: list[np.ndarray], y: np.ndarray, n_labels: int, seed: int, method: str = "mean",
-           ) -> tuple[Combiner, np.ndarray, dict]:
-    """The combiner with the best validation macro-F1, its validation logits, and the scores.
+           criterion: str = "log_loss") -> tuple[Combiner, np.ndarray, dict]:
+    """The combiner best on validation under `criterion`, its validation logits, and the scores.
 
     `mean`: the unweighted mean of the log-probabilities of a subset of the members (every subset is a candidate,
     a member alone included; nothing is fitted, so there is no winner's curse of fitted weights on a small
     validation split; on a tie the smaller subset wins). `fitted`: also a weighted mean on a 0.1 grid and logistic
     regressions, each scored by k-fold cross-validation inside validation. Either way a member alone is a
     candidate, so the choice is never worse than the best member on validation.
+
+    `criterion`: `log_loss` (default) compares the candidates' calibrated validation log-loss, a proper score read
+    from every article's probability; `macro_f1` their validation macro-F1, read from the argmax alone, which on a
+    validation split of a few hundred articles moves by a few points when one rare-label article flips, so that it
+    often cannot tell the candidates apart. Both figures are reported for every candidate.
     """
     scores: list[dict[str, Any]] = []
-    best: tuple[float, Combiner | None, np.ndarray | None, tuple[str, Any]] = (-1.0, None, None, ("", None))
+    best: tuple[float, Combiner | None, np.ndarray | None, tuple[str, Any], dict] = (-np.inf, None, None, ("", None),
+                                                                                     {})
     for i, p in enumerate(probs):
-        f1 = float(macro_f1(y, p.argmax(axis=1), n_labels))
-        scores.append({"combiner": f"member {i}", "val_macro_f1": round(f1, 4)})
-        if f1 > best[0]:
-            best = (f1, Combiner("member", member=i), np.log(np.clip(p, 1e-9, 1)), ("member", i))
-    best_member = best[0]
+        logits = np.log(np.clip(p, 1e-9, 1))
+        key, line = _scored(f"member {i}", logits, y, n_labels, criterion)
+        scores.append(line)
+        if key > best[0]:
+            best = (key, Combiner("member", member=i), logits, ("member", i), line)
+    best_member = best[4]
     if method == "mean":
         subsets = [s for r in range(2, len(probs) + 1) for s in itertools.combinations(range(len(probs)), r)]
         for subset in subsets:
             combiner = Combiner("weights", weights=[1 / len(subset) if i in subset else 0.0 for i in range(len(probs))])
             logits = combiner.logits(probs)
-            f1 = float(macro_f1(y, logits.argmax(axis=1), n_labels))
-            scores.append({"combiner": "mean of members " + " ".join(map(str, subset)), "val_macro_f1": round(f1, 4)})
-            if f1 > best[0] + 1e-9:  # a member that changes nothing on validation is not worth scoring
-                best = (f1, combiner, logits, ("weights", subset))
+            key, line = _scored("mean of members " + " ".join(map(str, subset)), logits, y, n_labels, criterion)
+            scores.append(line)
+            if key > best[0] + TIE:  # a member that changes nothing on validation is not worth scoring
+                best = (key, combiner, logits, ("weights", subset), line)
     else:
         for kind, param in [("weights", None), *(("logreg", c) for c in C_GRID)]:
             logits = _cross_validated(kind, param, probs, y, seed)
-            f1 = float(macro_f1(y, logits.argmax(axis=1), n_labels))
-            scores.append({"combiner": f"{kind} {param}", "val_macro_f1": round(f1, 4)})
-            if f1 > best[0] + 1e-9:
-                best = (f1, None, logits, (kind, param))
+            key, line = _scored(f"{kind} {param}", logits, y, n_labels, criterion)
+            scores.append(line)
+            if key > best[0] + TIE:
+                best = (key, None, logits, (kind, param), line)
     combiner = best[1] or _fit(*best[3], probs, y, seed)
-    return combiner, best[2], {"method": method, "best_member_val_macro_f1": round(best_member, 4),
-                               "chosen_val_macro_f1": round(best[0], 4), "candidates": scores}
+    return combiner, best[2], {"method": method, "criterion": criterion,
+                               **{f"best_member_{k}": v for k, v in best_member.items() if k != "combiner"},
+                               **{f"chosen_{k}": v for k, v in best[4].items() if k != "combiner"},
+                               "candidates": scores}
 
 
 def bundle(members: list[Path], out: Path) -> list[dict[str, Any]]:
@@ -186,7 +212,7 @@ def _fit_ensemble(cfg: Config, tracker: Tracker, out: Path, paths: list[Path]) -
         texts = {s: [r["text"] for r in rs] for s, rs in rows.items()}  # prepared rows are normalised already
         probs = {s: [m.score(texts[s])[0] for m in scorers] for s in rows}
         combiner, val_logits, chosen = choose(probs["validation"], y["validation"], len(labels), cfg.train.seed,
-                                              cfg.train.ensemble_combiner)
+                                              cfg.train.ensemble_combiner, cfg.train.ensemble_criterion)
         names = [p.resolve().name for p in paths]
         member_f1 = {n: round(float(macro_f1(y["test"], p.argmax(axis=1), len(labels))), 4)
                      for n, p in zip(names, probs["test"], strict=True)}
@@ -203,10 +229,11 @@ def _fit_ensemble(cfg: Config, tracker: Tracker, out: Path, paths: list[Path]) -
         if paired:  # the baseline of this config learned from the same splits: compare on the same test articles
             metrics["test"]["vs_baseline"] = paired
         if combiner.method == "member":
+            stacks, key = chosen["candidates"][len(scorers):], f"val_{chosen['criterion']}"
+            best_stack = (min if chosen["criterion"] == "log_loss" else max)(c[key] for c in stacks)
             metrics["ensemble"]["note"] = (
-                f"the stack did not beat its best member on validation (macro-F1 "
-                f"{max(c['val_macro_f1'] for c in chosen['candidates'][len(scorers):]):.3f} vs "
-                f"{chosen['best_member_val_macro_f1']:.3f}): keeping {names[combiner.member]} alone")
+                f"the stack did not beat its best member on validation ({CRITERIA[chosen['criterion']]} "
+                f"{best_stack:.3f} vs {chosen[f'best_member_{key}']:.3f}): keeping {names[combiner.member]} alone")
         return finish_run(tracker, out, kind=KIND, cfg=cfg, labels=labels, metrics=metrics, temperature=temp,
                           save_weights=partial(save_combiner, combiner), test_rows=rows["test"],
                           test_probs=calibrated["test"], extra={ENSEMBLE_FILE: metrics["ensemble"]})

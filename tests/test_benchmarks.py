@@ -3,6 +3,7 @@
 import importlib.util
 import statistics
 
+import numpy as np
 import pytest
 from helpers import ROOT
 
@@ -149,3 +150,31 @@ def test_seeds_summarize_gains_and_the_weakest_label_and_render_every_seed():
         "− baseline +0.094 ± 0.000 |" in table
     assert "at p < 0.05 with 2 of 2 seeds (gain +0.050 to +0.090); the fine-tune alone with 0; the mean of both " \
         "members with 1." in table
+    assert "bootstrap resamples" not in table  # no seed measured the criteria
+    crit = {"log_loss": {"picks": {"member 0": 3, "member 1": 0, "mean": 297}, "resamples": 300, "mean_gain": 0.06,
+                         "mean_gain_sd": 0.02},
+            "macro_f1": {"picks": {"member 0": 150, "member 1": 90, "mean": 60}, "resamples": 300,
+                         "mean_gain": -0.02, "mean_gain_sd": 0.025}}
+    runs["1"]["mean_of_members"]["criteria"] = crit
+    table = report.seeds_table({"seeds": runs, "summary": summary})
+    assert "On 300 bootstrap resamples of validation (nothing from test), with each of the 1 seeds: log-loss picks " \
+        "the mean of both members in 99% of them (its gain over the best member alone +0.060, sd 0.020); macro-F1 " \
+        "picks the mean of both members in 20% of them (its gain over the best member alone -0.020, sd 0.025)." \
+        in table
+
+
+def test_criterion_stability_reads_validation_resamples():
+    seeds = _module("seeds")
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 30)
+
+    def member(right: float) -> np.ndarray:  # sure where right (a random share), unsure where wrong
+        hit = rng.random(len(y)) < right
+        wrong = np.eye(3)[(y + 1) % 3] * 0.5 + np.eye(3)[y] * 0.35 + np.eye(3)[(y + 2) % 3] * 0.15
+        return np.where(hit[:, None], np.eye(3)[y] * 0.8 + 0.1, wrong)
+
+    out = seeds.criterion_stability([member(0.8), member(0.8)], y, 3, resamples=40)
+    for criterion in ("log_loss", "macro_f1"):
+        assert sum(out[criterion]["picks"].values()) == out[criterion]["resamples"] == 40
+        assert set(out[criterion]["picks"]) == {"member 0", "member 1", "mean"}
+    assert out["log_loss"]["picks"]["mean"] == 40 and out["log_loss"]["mean_gain"] > 0  # independent errors average out

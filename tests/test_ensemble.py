@@ -32,10 +32,37 @@ def test_the_combiner_never_loses_to_its_best_member_on_validation():
         return np.eye(3)[noisy] * 0.8 + 0.2 / 3
 
     strong, useless = member(0.9), np.full((len(y), 3), 1 / 3)
-    combiner, logits, scores = choose([useless, strong], y, 3, seed=0)
-    assert scores["chosen_val_macro_f1"] >= scores["best_member_val_macro_f1"]
-    assert combiner.method == "member" and combiner.member == 1  # nothing to add to the strong one: kept alone
-    assert (logits.argmax(axis=1) == strong.argmax(axis=1)).all()
+    for criterion in ("log_loss", "macro_f1"):
+        combiner, logits, scores = choose([useless, strong], y, 3, seed=0, criterion=criterion)
+        assert scores["criterion"] == criterion
+        assert scores["chosen_val_macro_f1"] >= scores["best_member_val_macro_f1"]
+        assert scores["chosen_val_log_loss"] <= scores["best_member_val_log_loss"]
+        assert combiner.method == "member" and combiner.member == 1  # nothing to add to the strong one: kept alone
+        assert (logits.argmax(axis=1) == strong.argmax(axis=1)).all()
+
+
+def test_log_loss_tells_apart_what_macro_f1_cannot():
+    """The mean of a member sure of its few mistakes and a weaker member unsure of them gets the same articles right
+    as the first alone (a tie in macro-F1, which keeps the member) but is better calibrated (log-loss chooses it)."""
+    y = np.repeat(np.arange(3), 20)
+
+    def member(wrong: set[int], right_p: float, wrong_p: float, true_p: float) -> np.ndarray:
+        p = np.tile((1 - right_p) / 2, (len(y), 3))
+        p[np.arange(len(y)), y] = right_p
+        for i in wrong:
+            p[i] = 1 - wrong_p - true_p
+            p[i, (y[i] + 1) % 3], p[i, y[i]] = wrong_p, true_p
+        return p
+
+    sure = member(set(range(0, 60, 10)), 0.9, 0.98, 0.01)
+    unsure = member(set(range(0, 60, 5)), 0.7, 0.5, 0.2)
+    combiner, _, scores = choose([sure, unsure], y, 3, seed=0)
+    assert scores["criterion"] == "log_loss" and combiner.method == "weights" and combiner.weights == [0.5, 0.5]
+    assert scores["chosen_val_log_loss"] < scores["best_member_val_log_loss"]
+    assert scores["chosen_val_macro_f1"] == scores["candidates"][0]["val_macro_f1"] == 0.9  # as the sure one's
+    combiner, _, scores = choose([sure, unsure], y, 3, seed=0, criterion="macro_f1")
+    assert combiner.method == "member" and combiner.member == 0
+    assert [c["combiner"] for c in scores["candidates"]] == ["member 0", "member 1", "mean of members 0 1"]
 
 
 def test_the_mean_of_members_right_on_different_articles_is_chosen_and_fitting_is_an_option():
@@ -55,7 +82,7 @@ def test_the_mean_of_members_right_on_different_articles_is_chosen_and_fitting_i
     assert "unweighted mean" in combiner.restricted([0, 2]).describe(["a", "b"])
     _, _, scores = choose([first, second], y, 3, seed=0, method="fitted")
     assert scores["method"] == "fitted" and any(c["combiner"].startswith("logreg") for c in scores["candidates"])
-    assert scores["chosen_val_macro_f1"] >= scores["best_member_val_macro_f1"]
+    assert scores["chosen_val_log_loss"] <= scores["best_member_val_log_loss"]
 
 
 def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
@@ -91,7 +118,8 @@ def test_an_ensemble_is_a_model_like_any_other(two_baselines, tmp_path, capsys):
     bundled = [m["weights_sha256"] for m in spec["members"]]  # the members the combiner reads, in stack order
     assert set(bundled) <= set(shas) and bundled == sorted(bundled, key=shas.index)
     assert len(bundled) == (1 if spec["note"] else 2)
-    assert all(m["val_macro_f1"] <= spec["chosen_val_macro_f1"] for m in spec["candidates"][:2])
+    assert spec["criterion"] == "log_loss"  # the default; never worse than a member alone on it
+    assert all(m["val_log_loss"] >= spec["chosen_val_log_loss"] for m in spec["candidates"][:2])
     # self-contained: the members are inside, so the directory moves whole
     moved = tmp_path / "moved"
     out.rename(moved)
