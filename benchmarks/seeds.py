@@ -72,27 +72,24 @@ def criterion_stability(probs: list[np.ndarray], y: np.ndarray, n_labels: int, r
                         ) -> dict[str, Any]:
     """On bootstrap resamples of validation (nothing from test): which candidate (each member alone, or the mean of
     all) each of the ensemble's criteria picks, and the mean's gain over the best member alone, mean and sd."""
-    from pipeline.ensemble import log_loss
+    from pipeline.ensemble import CRITERIA, rank_key
     from pipeline.stack import Combiner
-    from pipeline.uncertainty import macro_f1
 
     names = [f"member {i}" for i in range(len(probs))] + ["mean"]
     mean = Combiner("weights", weights=[1 / len(probs)] * len(probs))
     cands = [np.log(np.clip(p, 1e-9, 1)) for p in probs] + [mean.logits(probs)]
-    score = {"macro_f1": lambda lg, yy: float(macro_f1(yy, lg.argmax(axis=1), n_labels)),
-             "log_loss": lambda lg, yy: -log_loss(lg, yy)}  # higher is better for both
     rng = np.random.default_rng(0)
-    picks: dict[str, list[str]] = {c: [] for c in score}
-    gains: dict[str, list[float]] = {c: [] for c in score}
+    picks: dict[str, list[str]] = {c: [] for c in CRITERIA}
+    gains: dict[str, list[float]] = {c: [] for c in CRITERIA}
     for _ in range(resamples):
         i = rng.integers(0, len(y), len(y))
-        for c, fn in score.items():
-            scores = [fn(lg[i], y[i]) for lg in cands]
+        for c in CRITERIA:
+            scores = [rank_key(lg[i], y[i], n_labels, c) for lg in cands]
             picks[c].append(names[int(np.argmax(scores))])
             gains[c].append(scores[-1] - max(scores[:-1]))
     return {c: {"picks": {n: picks[c].count(n) for n in names}, "resamples": resamples,
                 "mean_gain": round(float(np.mean(gains[c])), 4), "mean_gain_sd": round(float(np.std(gains[c])), 4)}
-            for c in score}
+            for c in CRITERIA}
 
 
 def _sd(values: list[float]) -> float:

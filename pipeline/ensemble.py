@@ -82,11 +82,11 @@ def weight_grid(n_members: int) -> list[list[float]]:
     return [list(map(float, w)) for w in itertools.product(steps, repeat=n_members) if abs(sum(w) - 1) < 1e-6]
 
 
-def _fit(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarray, seed: int) -> Combiner:
-    """`weights`: the mixture of the grid with the best macro-F1 on these rows; `logreg`: a regression at C."""
+def _fit(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarray, seed: int, criterion: str) -> Combiner:
+    """`weights`: the mixture of the grid best on these rows under `criterion`; `logreg`: a regression at C."""
     if kind == "weights":
         n_labels = probs[0].shape[1]
-        scored = [(float(macro_f1(y, Combiner("weights", weights=w).logits(probs).argmax(axis=1), n_labels)), -i, w)
+        scored = [(rank_key(Combiner("weights", weights=w).logits(probs), y, n_labels, criterion), -i, w)
                   for i, w in enumerate(weight_grid(len(probs)))]
         return Combiner("weights", weights=max(scored)[2])
     from sklearn.linear_model import LogisticRegression
@@ -95,7 +95,8 @@ def _fit(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarray, seed: in
     return Combiner("logreg", model=model)
 
 
-def _cross_validated(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarray, seed: int) -> np.ndarray:
+def _cross_validated(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarray, seed: int, criterion: str,
+                     ) -> np.ndarray:
     """Out-of-fold logits of one candidate on validation: fitted (weights chosen) on k-1 folds, applied to the kth."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -104,7 +105,7 @@ def _cross_validated(kind: str, param: Any, probs: list[np.ndarray], y: np.ndarr
         raise ModelError("the validation split has a label with one article; a stack cannot be cross-validated")
     out = np.zeros((len(y), probs[0].shape[1]))
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(probs[0], y):
-        out[te] = _fit(kind, param, [p[tr] for p in probs], y[tr], seed).logits([p[te] for p in probs])
+        out[te] = _fit(kind, param, [p[tr] for p in probs], y[tr], seed, criterion).logits([p[te] for p in probs])
     return out
 
 
@@ -115,8 +116,13 @@ def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(softmax(logits, temp)[np.arange(len(y)), y], 1e-12, 1)).mean())
 
 
+def rank_key(logits: np.ndarray, y: np.ndarray, n_labels: int, criterion: str) -> float:
+    """How good a candidate is on these rows under `criterion`, higher better: macro-F1, or minus the log-loss."""
+    return float(macro_f1(y, logits.argmax(axis=1), n_labels)) if criterion == "macro_f1" else -log_loss(logits, y)
+
+
 def _scored(name: str, logits: np.ndarray, y: np.ndarray, n_labels: int, criterion: str) -> tuple[float, dict]:
-    """A candidate's rank key (higher is better) under `criterion`, and its line of the report (both figures)."""
+    """A candidate's rank key under `criterion`, and its line of the report (both figures)."""
     f1, loss = float(macro_f1(y, logits.argmax(axis=1), n_labels)), log_loss(logits, y)
     return (f1 if criterion == "macro_f1" else -loss), {"combiner": name, "val_macro_f1": round(f1, 4),
                                                          "val_log_loss": round(loss, 4)}
@@ -158,12 +164,12 @@ def choose(probs: list[np.ndarray], y: np.ndarray, n_labels: int, seed: int, met
                 best = (key, combiner, logits, ("weights", subset), line)
     else:
         for kind, param in [("weights", None), *(("logreg", c) for c in C_GRID)]:
-            logits = _cross_validated(kind, param, probs, y, seed)
+            logits = _cross_validated(kind, param, probs, y, seed, criterion)
             key, line = _scored(f"{kind} {param}", logits, y, n_labels, criterion)
             scores.append(line)
             if key > best[0] + TIE:
                 best = (key, None, logits, (kind, param), line)
-    combiner = best[1] or _fit(*best[3], probs, y, seed)
+    combiner = best[1] or _fit(*best[3], probs, y, seed, criterion)
     return combiner, best[2], {"method": method, "criterion": criterion,
                                **{f"best_member_{k}": v for k, v in best_member.items() if k != "combiner"},
                                **{f"chosen_{k}": v for k, v in best[4].items() if k != "combiner"},
