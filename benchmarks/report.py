@@ -184,8 +184,10 @@ def criteria_line(rows: list[dict]) -> str:
         low, high = min(values), max(values)
         return format(low, fmt) if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}} to {high:{fmt}}"
 
+    from pipeline.ensemble import CRITERIA
+
     parts = []
-    for criterion, name in (("log_loss", "log-loss"), ("macro_f1", "macro-F1")):
+    for criterion, name in CRITERIA.items():
         shares = [100 * r[criterion]["picks"].get("mean", 0) / r[criterion]["resamples"] for r in rows]
         parts.append(f"{name} picks the mean of both members in {span(shares, '.0f')}% of them (its gain over the "
                      f"best member alone {span([r[criterion]['mean_gain'] for r in rows], '+.3f')}, sd "

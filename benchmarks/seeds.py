@@ -64,20 +64,20 @@ def mean_of_members(cfg: Any, members: list[Path]) -> dict[str, Any]:
     logits = {s: mean.logits(p) for s, p in probs.items()}
     out = {f"{s}_macro_f1": round(float(macro_f1(labels.encode(rows[s]), lg.argmax(axis=1), len(labels))), 4)
            for s, lg in logits.items()}
-    criteria = criterion_stability(probs["validation"], labels.encode(rows["validation"]), len(labels))
+    criteria = criterion_stability(probs["validation"], logits["validation"], labels.encode(rows["validation"]),
+                                   len(labels))
     return out | {"vs_baseline": against_baseline(cfg, rows["test"], logits["test"]), "criteria": criteria}
 
 
-def criterion_stability(probs: list[np.ndarray], y: np.ndarray, n_labels: int, resamples: int = RESAMPLES,
-                        ) -> dict[str, Any]:
-    """On bootstrap resamples of validation (nothing from test): which candidate (each member alone, or the mean of
-    all) each of the ensemble's criteria picks, and the mean's gain over the best member alone, mean and sd."""
+def criterion_stability(probs: list[np.ndarray], mean: np.ndarray, y: np.ndarray, n_labels: int,
+                        resamples: int = RESAMPLES) -> dict[str, Any]:
+    """On bootstrap resamples of validation (nothing from test): which candidate (each member alone, with its
+    probabilities `probs`, or the mean of all, with its logits `mean`) each of the ensemble's criteria picks, and the
+    mean's gain over the best member alone, mean and sd."""
     from pipeline.ensemble import CRITERIA, rank_key
-    from pipeline.stack import Combiner
 
     names = [f"member {i}" for i in range(len(probs))] + ["mean"]
-    mean = Combiner("weights", weights=[1 / len(probs)] * len(probs))
-    cands = [np.log(np.clip(p, 1e-9, 1)) for p in probs] + [mean.logits(probs)]
+    cands = [np.log(np.clip(p, 1e-9, 1)) for p in probs] + [mean]
     rng = np.random.default_rng(0)
     picks: dict[str, list[str]] = {c: [] for c in CRITERIA}
     gains: dict[str, list[float]] = {c: [] for c in CRITERIA}

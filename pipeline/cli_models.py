@@ -53,13 +53,13 @@ def _self_train(cfg: Config, kind: str) -> RunResult:
 
 
 def _ensemble(cfg: Config, members: list) -> None:
-    from pipeline.ensemble import fit_ensemble
+    from pipeline.ensemble import CRITERIA, fit_ensemble
 
     result = fit_ensemble(cfg, members)
     info = result.metrics["ensemble"]
     print(info.get("note") or f"stacked: {info['combiner']} (validation"
           f"{', cross-validated' if info['method'] == 'fitted' else ''}: log-loss {info['chosen_val_log_loss']:.3f}, "
-          f"macro-F1 {info['chosen_val_macro_f1']:.3f}; best member on {info['criterion'].replace('_', '-')}: "
+          f"macro-F1 {info['chosen_val_macro_f1']:.3f}; best member on {CRITERIA[info['criterion']]}: "
           f"log-loss {info['best_member_val_log_loss']:.3f}, macro-F1 {info['best_member_val_macro_f1']:.3f})")
     print(summary("ensemble", result.metrics))
     print(f"model directory: {result.model_dir}")

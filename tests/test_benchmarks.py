@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from helpers import ROOT
 
+from pipeline.stack import Combiner
+
 
 def _module(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
@@ -173,7 +175,9 @@ def test_criterion_stability_reads_validation_resamples():
         wrong = np.eye(3)[(y + 1) % 3] * 0.5 + np.eye(3)[y] * 0.35 + np.eye(3)[(y + 2) % 3] * 0.15
         return np.where(hit[:, None], np.eye(3)[y] * 0.8 + 0.1, wrong)
 
-    out = seeds.criterion_stability([member(0.8), member(0.8)], y, 3, resamples=40)
+    probs = [member(0.8), member(0.8)]
+    mean = Combiner("weights", weights=[0.5, 0.5]).logits(probs)
+    out = seeds.criterion_stability(probs, mean, y, 3, resamples=40)
     for criterion in ("log_loss", "macro_f1"):
         assert sum(out[criterion]["picks"].values()) == out[criterion]["resamples"] == 40
         assert set(out[criterion]["picks"]) == {"member 0", "member 1", "mean"}
