@@ -3,7 +3,8 @@
 each trained and logged to MLflow like any run; beside them, for comparison, a TF-IDF model of the title and lead
 (`baseline.lead_words`, what annotators label from), which measured no help as a third member. Shared by
 cv_recipe.py (one fold) and transfer.py (one left-out source), so both measure the same recipe. A run finished on
-the same splits with the same settings is reused, so a stopped benchmark resumes where it stopped."""
+the same splits with the same settings is reused, and a fine-tune that was stopped continues from its last complete
+checkpoint written with the same settings, so a stopped benchmark resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def finished(cfg: Any, kind: str) -> Any | None:
     """The run of this kind that a stopped job already finished with the same model and training settings on the
     same splits, as a RunResult; else None."""
     from pipeline.artifacts import FIT_SPLITS, model_dir, read_info, read_json, read_model_config
+    from pipeline.checkpoints import learning_settings
     from pipeline.data import splits_sha256
     from pipeline.runs import RunResult
 
@@ -30,7 +32,7 @@ def finished(cfg: Any, kind: str) -> Any | None:
             read_info(directory).get("fit_sha256") != splits_sha256(cfg, FIT_SPLITS):
         return None
     saved = read_model_config(directory)
-    if (saved.model, saved.train, saved.baseline) != (cfg.model, cfg.train, cfg.baseline):
+    if (learning_settings(saved), saved.baseline) != (learning_settings(cfg), cfg.baseline):
         return None
     return RunResult(directory, read_json(directory / "metrics.json"))
 
@@ -64,10 +66,13 @@ def run_recipe(data: list[str], overrides: list[str], fine_tune: bool = True,
     lead_cfg = load_config(CONFIGS, [*data, f"baseline.lead_words={LEAD_WORDS}"])
     done("lead", finished(lead_cfg, "baseline") or train_baseline(lead_cfg))
     if fine_tune:
+        from pipeline.checkpoints import resumable
         from pipeline.ensemble import fit_ensemble
         from pipeline.train import train
 
         tuned_cfg = load_config([*CONFIGS, *E5], [*data, f"tracking.run_name={cfg.data.name}-e5-small", *overrides])
+        if resumable(tuned_cfg):  # a fine-tune the stopped job had under way continues from its last checkpoint
+            tuned_cfg = tuned_cfg.model_copy(update={"train": tuned_cfg.train.model_copy(update={"resume": True})})
         done("fine_tuned", finished(tuned_cfg, "transformer") or train(tuned_cfg))
         done("ensemble", fit_ensemble(tuned_cfg, [runs[k].model_dir for k in ("baseline", "fine_tuned")]))
     return cfg, runs

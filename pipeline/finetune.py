@@ -4,11 +4,8 @@ checkpoint and a clean stop on SIGINT/SIGTERM, and the choice of checkpoint to r
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -255,18 +252,3 @@ class StopCallback(TrainerCallback):
             control.should_training_stop = True
         return control
 
-
-def complete_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest checkpoint the Trainer finished writing; unfinished ones (a kill or full disk mid-save) go.
-
-    The Trainer writes `trainer_state.json` last and not atomically, so a checkpoint is complete when that file
-    parses; resuming from a half-written one would fail or, worse, load half a model.
-    """
-    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
-    for ckpt in found:
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-            return ckpt
-        except (OSError, ValueError):
-            shutil.rmtree(ckpt, ignore_errors=True)
-    return None

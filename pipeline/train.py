@@ -16,6 +16,7 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainin
 
 from pipeline.artifacts import CHECKPOINTS, model_dir, run_name
 from pipeline.baseline import against_baseline
+from pipeline.checkpoints import check_settings, complete_checkpoint
 from pipeline.config import Config
 from pipeline.data import SPLITS, load_split
 from pipeline.distributed import (
@@ -35,7 +36,6 @@ from pipeline.finetune import (
     StopCallback,
     TrackerCallback,
     class_weights,
-    complete_checkpoint,
     freeze,
     freeze_unused_pooler,
     linear_probe,
@@ -216,10 +216,12 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
 
 
 def _resume_point(cfg: Config, out: Path) -> Path | None:
-    """The checkpoint to continue from (None: from the start), after checking it was written by as many processes."""
+    """The checkpoint to continue from (None: from the start), after checking it was written by as many processes
+    with the same settings on the same data."""
     out.mkdir(parents=True, exist_ok=True)
     resume = complete_checkpoint(out / CHECKPOINTS) if cfg.train.resume else None
     check_world_size(out / CHECKPOINTS, resuming=resume is not None)
+    check_settings(out / CHECKPOINTS, cfg, resuming=resume is not None)
     return resume
 
 

@@ -11,8 +11,9 @@ from helpers import ROOT, write_jsonl
 
 # A module imports only from modules before it (lazy imports inside functions count too).
 LAYERS = ["errors", "files", "jobs", "distributed", "yamlio", "config", "redact", "text", "labels", "readers",
-          "sinks", "dedup", "data", "uncertainty", "metrics", "multilabel", "card", "artifacts", "model", "runtime",
-          "autoruntime", "backbone", "tracking", "profiles", "runs", "baseline", "audit", "finetune", "train",
+          "sinks", "dedup", "data", "uncertainty", "metrics", "multilabel", "card", "artifacts", "checkpoints",
+          "model", "runtime", "autoruntime", "backbone", "tracking", "profiles", "runs", "baseline", "audit",
+          "finetune", "train",
           "audit_transformer", "pretrain", "stack", "scoring", "evaluate", "pyfunc_model", "predict", "ensemble",
           "selftrain", "review", "drift", "spark", "cli_args", "cli_predict", "cli_models", "cli_loop", "cli"]
 PACKAGE = ROOT / "pipeline"

@@ -1,0 +1,103 @@
+"""A fine-tune's checkpoints and what they were written with: a resume continues only the run that wrote them.
+
+The settings that decide what a run learns (model, labels, training) and the hash of the data it learns from are
+kept next to the checkpoints (`settings.json`; the world size is kept by `pipeline.distributed`). A resume with
+other settings or data fails in one line that names what changed, instead of silently training a mixture of two
+runs; a fresh start removes the checkpoints an earlier run left, so that a later resume cannot pick one of them up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import CHECKPOINTS, FIT_SPLITS, model_dir
+from pipeline.config import Config
+from pipeline.data import splits_sha256
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+SETTINGS_FILE = "settings.json"
+# How a run is carried out or what happens after it, not what it learns: free to change between a stop and a resume.
+CARRIED_OUT = {"resume", "keep_checkpoints", "threads", "logging_steps", "eval_batch_size", "ddp_timeout"}
+
+
+class SettingsChanged(PipelineError):
+    """A resume with other settings or data than the checkpoints were written with."""
+
+
+def learning_settings(cfg: Config) -> dict[str, Any]:
+    """The sections of `cfg` that decide what a fine-tune learns (the ensemble_* keys act after it)."""
+    train = {k: v for k, v in cfg.train.model_dump(mode="json").items()
+             if k not in CARRIED_OUT and not k.startswith("ensemble_")}
+    return {"model": cfg.model.model_dump(mode="json"), "labels": cfg.labels.model_dump(mode="json"), "train": train}
+
+
+def run_settings(cfg: Config) -> dict[str, Any]:
+    """What the checkpoints of a fine-tune with `cfg` are written with: its learning settings and data."""
+    return {**learning_settings(cfg), "fit_sha256": splits_sha256(cfg, FIT_SPLITS)}
+
+
+def complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint the Trainer finished writing; unfinished ones (a kill or full disk mid-save) go.
+
+    The Trainer writes `trainer_state.json` last and not atomically, so a checkpoint is complete when that file
+    parses; resuming from a half-written one would fail or, worse, load half a model.
+    """
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
+    for ckpt in found:
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            return ckpt
+        except (OSError, ValueError):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def changed_settings(checkpoints: Path, cfg: Config) -> list[str]:
+    """What differs between the settings the checkpoints were written with and `cfg` (`train.learning_rate`,
+    `data` ...); empty when nothing does or when they predate the record."""
+    try:
+        saved = json.loads((checkpoints / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        return [f"an unreadable {SETTINGS_FILE}"]
+    now = run_settings(cfg)
+    changed = [] if saved.get("fit_sha256") == now["fit_sha256"] else ["data"]
+    for section in ("model", "labels", "train"):
+        old, new = saved.get(section) or {}, now[section]
+        changed += [f"{section}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return changed
+
+
+def check_settings(checkpoints: Path, cfg: Config, resuming: bool) -> None:
+    """On resume, refuse checkpoints written with other settings or data; on a fresh start, remove an earlier
+    run's checkpoints and record this run's settings."""
+    if resuming:
+        changed = changed_settings(checkpoints, cfg)
+        if changed:
+            shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+            raise SettingsChanged(f"the checkpoints in {checkpoints} were written with another {shown}; resume "
+                                  "with the settings and data they were written with, or train from scratch "
+                                  "without --resume")
+        return
+    stale = sorted(checkpoints.glob("checkpoint-*"))
+    if stale:
+        log.warning("%s: removing %d checkpoint(s) of an earlier run (train with --resume to continue it instead)",
+                    checkpoints, len(stale))
+        for ckpt in stale:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / SETTINGS_FILE).write_text(json.dumps(run_settings(cfg), sort_keys=True) + "\n", encoding="utf-8")
+
+
+def resumable(cfg: Config, kind: str = "transformer") -> bool:
+    """Whether the model directory of `cfg` holds a complete checkpoint recorded as written with the same settings
+    and data, so that a job that was stopped can continue it with `train.resume=true` (benchmarks do)."""
+    checkpoints = model_dir(cfg, kind) / CHECKPOINTS
+    return (checkpoints / SETTINGS_FILE).is_file() and complete_checkpoint(checkpoints) is not None \
+        and not changed_settings(checkpoints, cfg)
