@@ -117,8 +117,10 @@ def cv_table(r: dict) -> str:
     labels = r["labels"]
     k, done = r.get("k", len(r["folds"])), len(r["folds"])
     which = f"{k}-fold" if done == k else f"{done} of the {k} folds of a {k}-fold"
-    lines = [f"**Security corpus, {which} cross-validation of the recipe** ({r['rows']} articles, each tested "
-             "once; mean ± sd over folds, then pooled out-of-fold figures with 95% bootstrap intervals)",
+    recipe = f"recipe {r['recipe'].split(':')[0]}, " if r.get("recipe") else ""
+    lines = [f"**Security corpus, {which} cross-validation of the recipe** ({recipe}folds drawn with seed "
+             f"{r.get('fold_seed', 42)}; {r['rows']} articles, each tested once; mean ± sd over folds, then pooled "
+             "out-of-fold figures with 95% bootstrap intervals)",
              "", "| model | macro-F1 per fold, mean ± sd | pooled macro-F1 | "
              "− baseline (paired bootstrap p, McNemar p) | " + " | ".join(labels) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(labels)]
@@ -135,6 +137,10 @@ def cv_table(r: dict) -> str:
         cells += [f"{m['pooled_per_class_f1'][lb]:.2f}{interval(ci.get('per_class_f1', {}).get(lb), 2)}"
                   for lb in labels]
         lines.append("| " + " | ".join(cells) + " |")
+    chosen = [members(c.get("combiner") or "") for c in r.get("combiners") or []]
+    if chosen:
+        lines.append("\nThe ensemble's choice on each fold's validation: "
+                     + "; ".join(f"{c}: {chosen.count(c)} of {len(chosen)}" for c in dict.fromkeys(chosen)) + ".")
     return "\n".join(lines)
 
 
@@ -235,6 +241,8 @@ def render() -> str:
         path = RESULTS / f"{key}.json"
         if path.is_file():
             parts.append(accuracy_table(title, json.loads(path.read_text())))
+    for path in sorted(RESULTS.glob("security-cv-seed*.json"), reverse=True):  # replications on other partitions
+        parts.append(cv_table(json.loads(path.read_text())))
     path = RESULTS / "security-cv.json"
     if path.is_file():
         parts.append(cv_table(json.loads(path.read_text())))
