@@ -12,8 +12,9 @@ results file (security-cv-seed{S}.json). In each fold the test part is the fold,
 rest, and train the remainder: the baseline picks C, the fine-tune picks its epoch and the ensemble fits its combiner
 on that validation slice only. Each finished fold is saved (benchmarks/results/work/cv/fold-K.json; every model's
 validation and test probabilities in probs-fold-K.npz, so that a combiner can be studied without training again) and
-skipped when the job runs again with the same recipe version, so a stopped job loses at most the fold in progress (a
-fine-tune finished with the same settings on the same splits is reused). `tfidf_pair` (the two TF-IDF models) and
+skipped when the job runs again with the same recipe version; in the fold in progress, a fine-tune finished with the
+same settings on the same splits is reused and one cut short continues from its last complete checkpoint, so a
+stopped job loses at most an epoch. `tfidf_pair` (the two TF-IDF models) and
 `with_lead` (the lead model as a third member) are the ensemble's combiner over other members, to show what each
 member adds. The summary (benchmarks/results/security-cv.json) gives per-fold mean and sd, the pooled out-of-fold
 macro-F1 and per-label F1 with 95% bootstrap intervals, and the paired bootstrap and McNemar tests of every model

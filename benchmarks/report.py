@@ -95,7 +95,8 @@ def transfer_table(r: dict) -> str:
                 cells.append(f"{vs['macro_f1_diff']:+.3f}{interval(vs.get('macro_f1_diff_interval'), 3)} "
                              f"({', '.join(ps)})" if vs else "")
         if combined:
-            cells.append(members((s.get("ensemble") or {}).get("combiner") or ""))
+            chosen = members((s.get("ensemble") or {}).get("combiner") or "")
+            cells.append(f"{chosen} (recipe {s['recipe'].split(':')[0]})" if chosen and s.get("recipe") else chosen)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -7,8 +7,9 @@ Each left-out source is its own prepared dataset (`data.split.files`: train and 
 outlets, test = the left-out one), trained and logged to MLflow (sqlite:///mlflow.db) like any run. The test
 figures carry 95% bootstrap intervals. Each run also trains the TF-IDF model of the title and lead; with --fine-tune
 the e5-small fine-tune and the recipe's ensemble (combiner chosen on the validation slice of the other outlets) are
-each compared with the baseline on the same articles by a paired bootstrap and McNemar. Models stay out of the
-model registry. Results go to benchmarks/results/security-transfer.json.
+each compared with the baseline on the same articles by a paired bootstrap and McNemar, and every model's validation
+and test probabilities are saved (work/transfer/SOURCE/probs.npz, as cv_recipe.py's folds). Models stay out of the
+model registry. Results go to benchmarks/results/security-transfer.json; a row names the recipe version it ran.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, overrides: list[str]) -> dict[str, Any]:
     """Baseline (and the fine-tune and the ensemble) trained without `source`, tested on it."""
-    from recipe import run_recipe, split_data
+    from recipe import VERSION, run_recipe, split_data
 
-    out: dict[str, Any] = {"source": source}
+    out: dict[str, Any] = {"source": source} | ({"recipe": VERSION} if fine_tune else {})
 
     def report(kind: str, run: Any) -> None:
         test = run.metrics["test"]
@@ -70,7 +71,12 @@ def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, override
         print(source, kind.replace("_", "-"), json.dumps(out[kind]), flush=True)
 
     data = split_data(f"security-news-without-{source.replace(' ', '_')}", split_files(rows, source), WORK)
-    run_recipe([*data, "tracking.registered_model=null"], overrides, fine_tune=fine_tune, report=report)
+    cfg, runs = run_recipe([*data, "tracking.registered_model=null"], overrides, fine_tune=fine_tune, report=report)
+    if fine_tune:  # every model's validation and test probabilities: a combiner can be studied without training
+        from cv_recipe import predictions
+
+        probs = WORK / source.replace(" ", "_") / "probs.npz"
+        predictions(cfg, {kind: run.model_dir for kind, run in runs.items()}, probs)
     return out
 
 

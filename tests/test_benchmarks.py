@@ -63,13 +63,14 @@ def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
     cnn = {"source": "CNN", "baseline": figures, "fine_tuned": {**figures, "vs_baseline": diff},
            "ensemble": {**figures, "macro_f1": 0.65, "combiner": "unweighted mean of log-probabilities: "
                                                                "x-without-CNN-tfidf-logreg, x-without-CNN-e5-small"}}
-    alone = {**cnn, "source": "BBC", "ensemble": {**figures, "combiner": "member x-without-BBC-tfidf-logreg alone"}}
+    alone = {**cnn, "source": "BBC", "ensemble": {**figures, "combiner": "member x-without-BBC-tfidf-logreg alone"},
+             "recipe": "4: baseline + e5-small"}
     both = report.transfer_table({"rows": 1751, "sources": [cnn, alone]})
     assert "TF-IDF of title + lead" not in both  # no source ran it
     assert "| ensemble macro-F1 | ensemble's members" in both  # no paired column where no source has a test
     assert "| CNN | 100 | 0.600 [0.520, 0.680] | 0.600 [0.520, 0.680] | -0.010 [-0.050, 0.030] (0.600, < 0.001) | " \
         "0.650 [0.520, 0.680] | baseline + fine-tune (mean) |" in both
-    assert both.splitlines()[-1].endswith("| baseline alone |")
+    assert both.splitlines()[-1].endswith("| baseline alone (recipe 4) |")  # the recipe its row was run with
     base = {"accuracy": 0.75, "macro_f1": 0.65, "weighted_f1": 0.74, "ece": 0.06, "per_class_f1": {"a": 0.5},
             "intervals": {"accuracy": [0.7, 0.8], "macro_f1": [0.59, 0.73], "per_class_f1": {"a": [0.2, 0.7]}}}
     table = report.accuracy_table("Security", {"baseline": base, "data_report": {"label_counts": {"test": {"a": 263}}},
