@@ -134,7 +134,7 @@ def cv_table(r: dict) -> str:
         cells = [label, f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}",
                  f"{m['pooled_macro_f1']:.3f}{interval(ci.get('macro_f1'), 3)}",
                  f"{vs['macro_f1_diff']:+.3f}{interval(vs.get('macro_f1_diff_interval'), 3)} "
-                 f"(p = {vs['p_bootstrap']:.3f}, {vs['p_mcnemar']:.3f})" if vs else ""]
+                 f"(p {pvalue(vs['p_bootstrap'])}, {bare_p(vs['p_mcnemar'])})" if vs else ""]
         cells += [f"{m['pooled_per_class_f1'][lb]:.2f}{interval(ci.get('per_class_f1', {}).get(lb), 2)}"
                   for lb in labels]
         lines.append("| " + " | ".join(cells) + " |")
