@@ -81,9 +81,9 @@ def check_settings(checkpoints: Path, cfg: Config, resuming: bool) -> None:
         changed = changed_settings(checkpoints, cfg)
         if changed:
             shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-            raise SettingsChanged(f"the checkpoints in {checkpoints} were written with another {shown}; resume "
-                                  "with the settings and data they were written with, or train from scratch "
-                                  "without --resume")
+            raise SettingsChanged(f"the checkpoints in {checkpoints} were written with other settings or data "
+                                  f"(changed: {shown}); resume with the ones they were written with, or train "
+                                  "from scratch without --resume")
         return
     stale = sorted(checkpoints.glob("checkpoint-*"))
     if stale:

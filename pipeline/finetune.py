@@ -1,6 +1,6 @@
 """The parts of the fine-tuning recipe around the HF Trainer: class-weighted loss, freezing, layer-wise learning
 rates, LP-FT (a linear probe fitted before fine-tuning), the Trainer subclass, precision, per-epoch tracking, a
-checkpoint and a clean stop on SIGINT/SIGTERM, and the choice of checkpoint to resume from."""
+checkpoint and a clean stop on SIGINT/SIGTERM (which checkpoint a resume starts from: `pipeline.checkpoints`)."""
 
 from __future__ import annotations
 
@@ -251,4 +251,3 @@ class StopCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
-

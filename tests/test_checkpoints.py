@@ -36,7 +36,7 @@ def test_settings_name_what_changed(cfg_tiny):
                                                   "train.ensemble_criterion=macro_f1")) == []
     assert changed_settings(checkpoints, cfg_tiny("train.learning_rate=0.001", "model.max_length=32")) == \
         ["model.max_length", "train.learning_rate"]
-    with pytest.raises(SettingsChanged, match=r"written with another train\.learning_rate; resume with the settings"):
+    with pytest.raises(SettingsChanged, match=r"other settings or data \(changed: train\.learning_rate\); resume"):
         check_settings(checkpoints, cfg_tiny("train.learning_rate=0.001"), resuming=True)
     train_file = processed_dir(cfg) / "train.jsonl"
     train_file.write_text("\n".join(train_file.read_text().splitlines()[1:]) + "\n")  # one article fewer
@@ -81,6 +81,7 @@ def test_a_resume_with_other_settings_fails_in_one_line(cfg_tiny, capsys):
     capsys.readouterr()
     assert main(["train", *cfg_tiny.args("train.warmup_ratio=0.2", "train.weight_decay=0.1", "--resume")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: the checkpoints in {checkpoints} were written with another train.warmup_ratio, train.weight_decay; "
-        "resume with the settings and data they were written with, or train from scratch without --resume"]
+        f"error: the checkpoints in {checkpoints} were written with other settings or data (changed: "
+        "train.warmup_ratio, train.weight_decay); resume with the ones they were written with, or train from scratch "
+        "without --resume"]
     assert complete_checkpoint(checkpoints) == checkpoints / "checkpoint-3"  # nothing was lost
