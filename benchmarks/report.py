@@ -63,6 +63,11 @@ def bare_p(p: float) -> str:
     return pvalue(p).removeprefix("= ")
 
 
+def recipe_name(version: str | None) -> str:
+    """`recipe 4` from a recipe VERSION string (`4: baseline + e5-small, …`); empty for results that carry none."""
+    return f"recipe {version.split(':')[0]}" if version else ""
+
+
 def interval(bounds: list[float] | None, digits: int) -> str:
     """` [low, high]`, or nothing for results computed before intervals were reported."""
     return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]" if bounds else ""
@@ -96,7 +101,8 @@ def transfer_table(r: dict) -> str:
                              f"({', '.join(ps)})" if vs else "")
         if combined:
             chosen = members((s.get("ensemble") or {}).get("combiner") or "")
-            cells.append(f"{chosen} (recipe {s['recipe'].split(':')[0]})" if chosen and s.get("recipe") else chosen)
+            recipe = recipe_name(s.get("recipe"))
+            cells.append(f"{chosen} ({recipe})" if chosen and recipe else chosen)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -118,8 +124,9 @@ def cv_table(r: dict) -> str:
     labels = r["labels"]
     k, done = r.get("k", len(r["folds"])), len(r["folds"])
     which = f"{k}-fold" if done == k else f"{done} of the {k} folds of a {k}-fold"
-    recipe = f"recipe {r['recipe'].split(':')[0]}, " if r.get("recipe") else ""
-    lines = [f"**Security corpus, {which} cross-validation of the recipe** ({recipe}folds drawn with seed "
+    recipe = recipe_name(r.get("recipe"))
+    lines = [f"**Security corpus, {which} cross-validation of the recipe** ({recipe + ', ' if recipe else ''}folds "
+             "drawn with seed "
              f"{r.get('fold_seed', 42)}; {r['rows']} articles, each tested once; mean ± sd over folds, then pooled "
              "out-of-fold figures with 95% bootstrap intervals)",
              "", "| model | macro-F1 per fold, mean ± sd | pooled macro-F1 | "

@@ -13,9 +13,9 @@ from helpers import ROOT, write_jsonl
 LAYERS = ["errors", "files", "jobs", "distributed", "yamlio", "config", "redact", "text", "labels", "readers",
           "sinks", "dedup", "data", "uncertainty", "metrics", "multilabel", "card", "artifacts", "checkpoints",
           "model", "runtime", "autoruntime", "backbone", "tracking", "profiles", "runs", "baseline", "audit",
-          "finetune", "train",
-          "audit_transformer", "pretrain", "stack", "scoring", "evaluate", "pyfunc_model", "predict", "ensemble",
-          "selftrain", "review", "drift", "spark", "cli_args", "cli_predict", "cli_models", "cli_loop", "cli"]
+          "finetune", "train", "audit_transformer", "pretrain", "stack", "scoring", "evaluate", "pyfunc_model",
+          "predict", "ensemble", "selftrain", "review", "drift", "spark", "cli_args", "cli_predict", "cli_models",
+          "cli_loop", "cli"]
 PACKAGE = ROOT / "pipeline"
 
 
