@@ -127,7 +127,7 @@ def cv_table(r: dict) -> str:
     recipe = recipe_name(r.get("recipe"))
     lines = [f"**Security corpus, {which} cross-validation of the recipe** ({recipe + ', ' if recipe else ''}folds "
              "drawn with seed "
-             f"{r.get('fold_seed', 42)}; {r['rows']} articles, each tested once; mean ± sd over folds, then pooled "
+             f"{r['fold_seed']}; {r['rows']} articles, each tested once; mean ± sd over folds, then pooled "
              "out-of-fold figures with 95% bootstrap intervals)",
              "", "| model | macro-F1 per fold, mean ± sd | pooled macro-F1 | "
              "− baseline (paired bootstrap p, McNemar p) | " + " | ".join(labels) + " |",
