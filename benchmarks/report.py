@@ -126,9 +126,8 @@ def cv_table(r: dict) -> str:
     which = f"{k}-fold" if done == k else f"{done} of the {k} folds of a {k}-fold"
     recipe = recipe_name(r.get("recipe"))
     lines = [f"**Security corpus, {which} cross-validation of the recipe** ({recipe + ', ' if recipe else ''}folds "
-             "drawn with seed "
-             f"{r['fold_seed']}; {r['rows']} articles, each tested once; mean ± sd over folds, then pooled "
-             "out-of-fold figures with 95% bootstrap intervals)",
+             f"drawn with seed {r['fold_seed']}; {r['rows']} articles, each tested once; mean ± sd over folds, then "
+             "pooled out-of-fold figures with 95% bootstrap intervals)",
              "", "| model | macro-F1 per fold, mean ± sd | pooled macro-F1 | "
              "− baseline (paired bootstrap p, McNemar p) | " + " | ".join(labels) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(labels)]
