@@ -141,31 +141,39 @@ def macro_f1(truth: list[str], pred: list[str]) -> float:
     return float(f1_score(truth, pred, average="macro"))
 
 
-def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-fold mean and sd, pooled out-of-fold figures with intervals, and paired tests against the baseline."""
+def pooled(y: np.ndarray, preds: dict[str, np.ndarray], labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Every model's figures over articles pooled from several test sets, with 95% bootstrap intervals, and the
+    paired tests of every model after the first (the baseline) against it on the same articles."""
     from sklearn.metrics import f1_score
 
     from pipeline.uncertainty import bootstrap_intervals, paired_test
 
+    out = {m: {"pooled_macro_f1": round(float(f1_score(y, p, average="macro")), 4),
+               "pooled_accuracy": round(float(np.mean(y == p)), 4),
+               "pooled_per_class_f1": {lb: round(float(f), 4) for lb, f in zip(labels, f1_score(
+                   y, p, labels=range(len(labels)), average=None, zero_division=0), strict=True)},
+               "pooled_intervals": bootstrap_intervals(y, p, labels)} for m, p in preds.items()}
+    base, *others = preds
+    for m in others:
+        out[m]["vs_baseline"] = paired_test(y, preds[m], preds[base], len(labels))
+    return out
+
+
+def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-fold mean and sd, pooled out-of-fold figures with intervals, and paired tests against the baseline."""
     truth = [t for f in folds for t in f["truth"]]
     labels = sorted(set(truth))
     index = {lb: i for i, lb in enumerate(labels)}
     y = np.array([index[t] for t in truth])
     models = [m for m in MODELS if all(m in f["pred"] for f in folds)]
-    pooled = {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in models}
+    figures = pooled(y, {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in models}, labels)
     out: dict[str, Any] = {"k": FOLDS, "fold_seed": folds[0].get("fold_seed", SEED),
                            "folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
     for m in models:
         scores = [macro_f1(f["truth"], f["pred"][m]) for f in folds]
         out[m] = {"macro_f1_folds": [round(s, 4) for s in scores], "macro_f1_mean": round(float(np.mean(scores)), 4),
-                  "macro_f1_std": round(float(np.std(scores)), 4),
-                  "pooled_macro_f1": round(float(f1_score(y, pooled[m], average="macro")), 4),
-                  "pooled_accuracy": round(float(np.mean(y == pooled[m])), 4),
-                  "pooled_per_class_f1": {lb: round(float(f), 4) for lb, f in zip(labels, f1_score(
-                      y, pooled[m], labels=range(len(labels)), average=None, zero_division=0), strict=True)},
-                  "pooled_intervals": bootstrap_intervals(y, pooled[m], labels)}
+                  "macro_f1_std": round(float(np.std(scores)), 4)} | figures[m]
     for m in models[1:]:
-        out[m]["vs_baseline"] = paired_test(y, pooled[m], pooled["baseline"], len(labels))
         out[m]["mean_gain_over_baseline"] = round(out[m]["macro_f1_mean"] - out["baseline"]["macro_f1_mean"], 4)
     out["recipe"] = folds[0].get("recipe")
     out["combiners"] = [f["ensemble"] for f in folds]

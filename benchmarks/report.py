@@ -95,16 +95,40 @@ def transfer_table(r: dict) -> str:
             t = s.get(key)
             cells.append(f"{t['macro_f1']:.3f}{interval(t['macro_f1_ci'], 3)}" if t else "not run")
             if key in paired:
-                vs = (t or {}).get("vs_baseline")
-                ps = [bare_p(vs[k]) for k in ("p_bootstrap", "p_mcnemar") if k in (vs or {})]
-                cells.append(f"{vs['macro_f1_diff']:+.3f}{interval(vs.get('macro_f1_diff_interval'), 3)} "
-                             f"({', '.join(ps)})" if vs else "")
+                cells.append(paired_cell((t or {}).get("vs_baseline")))
         if combined:
             chosen = members((s.get("ensemble") or {}).get("combiner") or "")
             recipe = recipe_name(s.get("recipe"))
             cells.append(f"{chosen} ({recipe})" if chosen and recipe else chosen)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + pooled_row(r.get("pooled"), models, paired, combined))
+
+
+def paired_cell(vs: dict | None) -> str:
+    """`+0.044 [0.022, 0.064] (p bootstrap, p McNemar)`: a model against the baseline; empty where not tested."""
+    if not vs:
+        return ""
+    ps = [bare_p(vs[k]) for k in ("p_bootstrap", "p_mcnemar") if k in vs]
+    return f"{vs['macro_f1_diff']:+.3f}{interval(vs.get('macro_f1_diff_interval'), 3)} ({', '.join(ps)})"
+
+
+def pooled_row(pool: dict | None, models: list[tuple[str, str]], paired: set[str], combined: bool) -> list[str]:
+    """The transfer table's last row, every left-out source's articles pooled, and its per-label F1."""
+    if not pool:
+        return []
+    cells = [f"all {len(pool['sources'])} pooled", str(pool["rows"])]
+    for key in ["baseline", *(k for k, _ in models)]:
+        t = pool.get(key)
+        cells.append(f"{t['pooled_macro_f1']:.3f}{interval(t['pooled_intervals']['macro_f1'], 3)}" if t else "")
+        if key in paired:
+            cells.append(paired_cell((t or {}).get("vs_baseline")))
+    cells += [recipe_name(pool.get("recipe"))] if combined else []
+    by = {k: pool[k]["pooled_per_class_f1"] for k in ("baseline", "ensemble") if k in pool}
+    return ["| " + " | ".join(cells) + " |", "",
+            f"The last row pools the {pool['rows']} articles of {', '.join(pool['sources'])}, each scored by the "
+            "models trained without its outlet, into one paired test (`python benchmarks/transfer.py "
+            "--summary-only`)." + ("" if len(by) < 2 else " Per label, ensemble (baseline): " + "; ".join(
+                f"{lb} {f:.2f} ({by['baseline'][lb]:.2f})" for lb, f in by["ensemble"].items()) + ".")]
 
 
 def members(combiner: str) -> str:

@@ -2,6 +2,7 @@
 
     python benchmarks/transfer.py                         # the TF-IDF baseline, every source left out in turn
     python benchmarks/transfer.py --sources "Jawhara FM" BBC --fine-tune  # + e5-small and the ensemble (~20 min each)
+    python benchmarks/transfer.py --summary-only          # pool the saved predictions again without training
 
 Each left-out source is its own prepared dataset (`data.split.files`: train and validation drawn from the other
 outlets, test = the left-out one), trained and logged to MLflow (sqlite:///mlflow.db) like any run. The test
@@ -10,6 +11,11 @@ the e5-small fine-tune and the recipe's ensemble (combiner chosen on the validat
 each compared with the baseline on the same articles by a paired bootstrap and McNemar, and every model's validation
 and test probabilities are saved (work/transfer/SOURCE/probs.npz, as cv_recipe.py's folds). Models stay out of the
 model registry. Results go to benchmarks/results/security-transfer.json; a row names the recipe version it ran.
+
+The summary also pools the left-out sources: every article of every source run with the current recipe, scored by
+the models that never saw its outlet, in one paired test of each model against the baseline (`pooled`). It is
+computed from the saved probabilities, which must reproduce each row's test macro-F1; where a row's are missing or
+disagree, the pooled figure is left out and the sources to run again are named.
 """
 
 from __future__ import annotations
@@ -80,12 +86,44 @@ def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, override
     return out
 
 
+def pool_sources(rows: list[dict[str, Any]], work: Path = WORK) -> dict[str, Any]:
+    """The baseline, the lead model, the fine-tune and the ensemble over every article of the sources run with the
+    current recipe, each scored by models trained without its outlet; `{"missing": [...]}` where some row's saved
+    test probabilities are absent or do not reproduce its figures."""
+    import numpy as np
+    from cv_recipe import pooled
+    from recipe import VERSION
+    from sklearn.metrics import f1_score
+
+    kinds = ("baseline", "lead", "fine_tuned", "ensemble")
+    ran = [r for r in rows if r.get("recipe") == VERSION and all(k in r for k in kinds)]
+    saved, missing = {}, []
+    for r in ran:
+        path = work / r["source"].replace(" ", "_") / "probs.npz"
+        d = dict(np.load(path)) if path.is_file() else {}
+        pred = {k: d[f"{k}_test"].argmax(axis=1) for k in kinds if f"{k}_test" in d}
+        if len(pred) < len(kinds) or any(abs(f1_score(d["y_test"], p, average="macro") - r[k]["macro_f1"]) > 1e-3
+                                         for k, p in pred.items()):
+            missing.append(r["source"])
+        else:
+            saved[r["source"]] = (d["labels"].tolist(), d["y_test"], pred)
+    if missing or not saved:
+        return {"missing": missing}
+    labels = next(iter(saved.values()))[0]
+    if any(lb != labels for lb, _, _ in saved.values()):
+        return {"missing": [s for s, (lb, _, _) in saved.items() if lb != labels]}
+    y = np.concatenate([t for _, t, _ in saved.values()])
+    preds = {k: np.concatenate([p[k] for _, _, p in saved.values()]) for k in kinds}
+    return {"sources": list(saved), "rows": len(y), "labels": labels, "recipe": VERSION} | pooled(y, preds, labels)
+
+
 def main() -> None:
     """Leave each chosen source out in turn; write the results JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", nargs="*", help="sources to leave out (default: every source)")
     ap.add_argument("--fine-tune", action="store_true",
                     help="also fine-tune e5-small (cpu.yaml: 4 epochs) and stack it with the baseline per source")
+    ap.add_argument("--summary-only", action="store_true", help="pool the saved predictions without training")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
     args = ap.parse_args()
     if not CORPUS.is_file():
@@ -94,15 +132,26 @@ def main() -> None:
     from pipeline.readers import read_jsonl
 
     rows = read_jsonl(CORPUS)
-    sources = args.sources or sorted({r["source"] for r in rows})
+    sources = [] if args.summary_only else args.sources or sorted({r["source"] for r in rows})
     started = time.time()
     results = [leave_out(rows, s, args.fine_tune, args.overrides) for s in sources]
     path = RESULTS / "security-transfer.json"
-    previous = {r["source"]: r for r in json.loads(path.read_text())["sources"]} if path.is_file() else {}
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    previous = {r["source"]: r for r in before.get("sources", [])}
     previous.update({r["source"]: r for r in results})
+    pool = pool_sources(list(previous.values()))
+    if "missing" in pool:
+        print("no pooled figure: " + (f"the saved test probabilities of {', '.join(pool['missing'])} are absent or "
+                                      "out of date; run them again with --fine-tune" if pool["missing"] else
+                                      "no source has run with --fine-tune under the current recipe"))
+    else:
+        print(f"pooled over {len(pool['sources'])} sources ({pool['rows']} articles): ensemble − baseline "
+              f"{pool['ensemble']['vs_baseline']['macro_f1_diff']:+.3f} "
+              f"{pool['ensemble']['vs_baseline'].get('macro_f1_diff_interval')}")
+    wall = before.get("wall_seconds") if args.summary_only else round(time.time() - started, 1)
     path.write_text(json.dumps({"corpus": str(CORPUS.relative_to(ROOT.parent)), "rows": len(rows),
-                                "sources": list(previous.values()), "wall_seconds": round(time.time() - started, 1)},
-                               ensure_ascii=False, indent=2))
+                                "sources": list(previous.values()), "wall_seconds": wall}
+                               | ({} if "missing" in pool else {"pooled": pool}), ensure_ascii=False, indent=2))
     print(f"wrote {path}")
 
 

@@ -190,3 +190,52 @@ def test_criterion_stability_reads_validation_resamples():
         assert sum(out[criterion]["picks"].values()) == out[criterion]["resamples"] == 40
         assert set(out[criterion]["picks"]) == {"member 0", "member 1", "mean"}
     assert out["log_loss"]["picks"]["mean"] == 40 and out["log_loss"]["mean_gain"] > 0  # independent errors average out
+
+
+def test_transfer_pools_the_left_out_sources_and_leaves_out_stale_predictions(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    transfer, report = _module("transfer"), _module("report")
+    from recipe import VERSION
+    from sklearn.metrics import f1_score
+
+    labels = np.array(["a", "b", "c"])
+    kinds = ("baseline", "lead", "fine_tuned", "ensemble")
+
+    def source(name, n, right):  # each model right on a share of the articles, wrong (the next label) elsewhere
+        rng = np.random.default_rng(len(name))
+        y = np.arange(n) % 3
+        pred = {k: np.where(rng.random(n) < right[k], y, (y + 1) % 3) for k in kinds}
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "probs.npz", y_test=y, labels=labels,
+                 **{f"{k}_test": np.eye(3)[p] for k, p in pred.items()})
+        row = {"source": name, "recipe": VERSION,
+               **{k: {"n": n, "macro_f1": round(f1_score(y, p, average="macro"), 4)} for k, p in pred.items()}}
+        return row, y, pred
+
+    right = {"baseline": 0.6, "lead": 0.6, "fine_tuned": 0.7, "ensemble": 0.9}
+    (r1, y1, p1), (r2, y2, p2) = source("BBC", 60, right), source("Jawhara_FM", 90, right)
+    r2["source"] = "Jawhara FM"  # its folder name has an underscore
+    old = {"source": "CNN", "baseline": r1["baseline"]}  # a baseline-only row is not pooled
+    pool = transfer.pool_sources([r1, r2, old], tmp_path)
+    assert pool["sources"] == ["BBC", "Jawhara FM"] and pool["rows"] == 150 and pool["labels"] == ["a", "b", "c"]
+    y = np.concatenate([y1, y2])
+    for k in kinds:
+        assert pool[k]["pooled_macro_f1"] == round(f1_score(y, np.concatenate([p1[k], p2[k]]), average="macro"), 4)
+    vs = pool["ensemble"]["vs_baseline"]
+    assert vs["n"] == 150 and vs["macro_f1_diff"] > 0.2 and vs["p_mcnemar"] < 0.001
+    assert "vs_baseline" not in pool["baseline"]
+
+    rows = [r | {k: r[k] | {"macro_f1_ci": None} for k in kinds} for r in (r1, r2)]
+    for r in rows:
+        r["ensemble"] |= {"vs_baseline": {"macro_f1_diff": 0.1, "p_bootstrap": 0.01}, "combiner": "mean: x-tfidf, x-e5"}
+    table = report.transfer_table({"rows": 150, "sources": rows, "pooled": pool})
+    last = [line for line in table.splitlines() if line.startswith("| ")][-1]
+    assert last.startswith(f"| all 2 pooled | 150 | {pool['baseline']['pooled_macro_f1']:.3f} [")
+    assert last.endswith(f"({report.bare_p(vs['p_bootstrap'])}, {report.bare_p(vs['p_mcnemar'])}) | recipe 4 |")
+    assert "pools the 150 articles of BBC, Jawhara FM" in table and "Per label, ensemble (baseline): a " in table
+
+    r2["ensemble"]["macro_f1"] += 0.05  # the row was re-run since its probabilities were saved
+    assert transfer.pool_sources([r1, r2], tmp_path) == {"missing": ["Jawhara FM"]}
+    (tmp_path / "BBC" / "probs.npz").unlink()
+    assert transfer.pool_sources([r1], tmp_path) == {"missing": ["BBC"]}
+    assert transfer.pool_sources([old], tmp_path) == {"missing": []}  # nothing ran the recipe
