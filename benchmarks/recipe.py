@@ -22,14 +22,12 @@ VERSION = "4: baseline + e5-small, unweighted mean of the subset best on validat
 def finished(cfg: Any, kind: str) -> Any | None:
     """The run of this kind that a stopped job already finished with the same model and training settings on the
     same splits, as a RunResult; else None."""
-    from pipeline.artifacts import FIT_SPLITS, model_dir, read_info, read_json, read_model_config
+    from pipeline.artifacts import fitted_here, read_json, read_model_config
     from pipeline.checkpoints import learning_settings
-    from pipeline.data import splits_sha256
     from pipeline.runs import RunResult
 
-    directory = model_dir(cfg, kind)
-    if not (directory / "model_info.json").is_file() or \
-            read_info(directory).get("fit_sha256") != splits_sha256(cfg, FIT_SPLITS):
+    directory = fitted_here(cfg, kind)
+    if directory is None:
         return None
     saved = read_model_config(directory)
     if (learning_settings(saved), saved.baseline) != (learning_settings(cfg), cfg.baseline):

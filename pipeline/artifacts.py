@@ -144,6 +144,15 @@ def read_json(path: Path) -> Any:
         raise ModelError(f"{path}: unreadable ({exc.msg})") from None
 
 
+def fitted_here(cfg: Config, kind: str) -> Path | None:
+    """This config's model directory of `kind` when the model in it learned from this config's train and
+    validation splits (equal sha256 of the prepared files); else None."""
+    directory = model_dir(cfg, kind)
+    if (directory / INFO_FILE).is_file() and read_info(directory).get("fit_sha256") == splits_sha256(cfg, FIT_SPLITS):
+        return directory
+    return None
+
+
 def read_info(directory: str | Path) -> dict[str, Any]:
     """`model_info.json`: the kind and weights hash; derived for directories written before it existed."""
     directory = Path(directory)

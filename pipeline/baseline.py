@@ -21,16 +21,15 @@ from sklearn.svm import LinearSVC
 
 from pipeline.artifacts import (
     BASELINE_FILE,
-    FIT_SPLITS,
     Scorer,
+    fitted_here,
     load_baseline,
     model_dir,
-    read_info,
     run_name,
     save_baseline,
 )
 from pipeline.config import BaselineConfig, Config
-from pipeline.data import SPLITS, load_split, splits_sha256
+from pipeline.data import SPLITS, load_split
 from pipeline.jobs import exclusive
 from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, classification_metrics, softmax
@@ -167,9 +166,8 @@ class BaselineScorer(Scorer):
 def against_baseline(cfg: Config, rows: list[dict[str, Any]], probs: np.ndarray) -> dict[str, Any] | None:
     """A model's test predictions against this config's baseline on the same articles (paired bootstrap, McNemar);
     None when no baseline learned from the same train and validation splits (compared by their sha256)."""
-    directory = model_dir(cfg, KIND)
-    if not (directory / "model_info.json").is_file() or \
-            read_info(directory).get("fit_sha256") != splits_sha256(cfg, FIT_SPLITS):
+    directory = fitted_here(cfg, KIND)
+    if directory is None:
         return None
     scorer = BaselineScorer(directory)
     base = scorer.score([r["text"] for r in rows])[0]  # prepared rows are normalised already
