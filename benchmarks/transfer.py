@@ -32,6 +32,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "transfer"
 
 
+def source_dir(source: str, work: Path = WORK) -> Path:
+    """Where one left-out source's split files and saved probabilities live."""
+    return work / source.replace(" ", "_")
+
+
 def split_files(rows: list[dict[str, Any]], source: str, seed: int = 42) -> dict[str, Path]:
     """Train and validation (stratified 10%) from the other outlets, test from `source`."""
     from sklearn.model_selection import train_test_split
@@ -40,7 +45,7 @@ def split_files(rows: list[dict[str, Any]], source: str, seed: int = 42) -> dict
 
     rest = [r for r in rows if r["source"] != source]
     train, val = train_test_split(rest, test_size=0.1, stratify=[r["label"] for r in rest], random_state=seed)
-    out = WORK / source.replace(" ", "_")
+    out = source_dir(source)
     parts = {"train": train, "validation": val, "test": [r for r in rows if r["source"] == source]}
     return {name: write_jsonl(out / f"{name}.jsonl", part) for name, part in parts.items()}
 
@@ -81,7 +86,7 @@ def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, override
     if fine_tune:  # every model's validation and test probabilities: a combiner can be studied without training
         from cv_recipe import predictions
 
-        probs = WORK / source.replace(" ", "_") / "probs.npz"
+        probs = source_dir(source) / "probs.npz"
         predictions(cfg, {kind: run.model_dir for kind, run in runs.items()}, probs)
     return out
 
@@ -99,7 +104,7 @@ def pool_sources(rows: list[dict[str, Any]], work: Path = WORK) -> dict[str, Any
     ran = [r for r in rows if r.get("recipe") == VERSION and all(k in r for k in kinds)]
     saved, missing = {}, []
     for r in ran:
-        path = work / r["source"].replace(" ", "_") / "probs.npz"
+        path = source_dir(r["source"], work) / "probs.npz"
         d = dict(np.load(path)) if path.is_file() else {}
         pred = {k: d[f"{k}_test"].argmax(axis=1) for k in kinds if f"{k}_test" in d}
         if len(pred) < len(kinds) or any(abs(f1_score(d["y_test"], p, average="macro") - r[k]["macro_f1"]) > 1e-3
