@@ -1,9 +1,11 @@
 """A fine-tune's checkpoints and what they were written with: a resume continues only the run that wrote them.
 
-The settings that decide what a run learns (model, labels, training) and the hash of the data it learns from are
-kept next to the checkpoints (`settings.json`; the world size is kept by `pipeline.distributed`). A resume with
-other settings or data fails in one line that names what changed, instead of silently training a mixture of two
-runs; a fresh start removes the checkpoints an earlier run left, so that a later resume cannot pick one of them up.
+The settings that decide what a run learns (model, labels, training), the hash of the data it learns from and the
+number of processes that wrote them are kept next to the checkpoints, in one record (`settings.json`). A resume with
+other settings, data or world size fails in one line that names what changed, instead of silently training a mixture
+of two runs; a fresh start removes the checkpoints an earlier run left, so that a later resume cannot pick one of
+them up. Checkpoints written before the world size joined the record kept it in `world_size.json`, which is still
+read.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 from pipeline.artifacts import CHECKPOINTS, FIT_SPLITS, model_dir
 from pipeline.config import Config
 from pipeline.data import splits_sha256
+from pipeline.distributed import WorldSizeChanged, check_world_size, world_size
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
+LEGACY_WORLD_FILE = "world_size.json"  # where checkpoints written before `settings.json` held it kept the world size
 # How a run is carried out or what happens after it, not what it learns: free to change between a stop and a resume.
 CARRIED_OUT = {"resume", "keep_checkpoints", "threads", "logging_steps", "eval_batch_size", "ddp_timeout"}
 
@@ -37,8 +41,33 @@ def learning_settings(cfg: Config) -> dict[str, Any]:
 
 
 def run_settings(cfg: Config) -> dict[str, Any]:
-    """What the checkpoints of a fine-tune with `cfg` are written with: its learning settings and data."""
-    return {**learning_settings(cfg), "fit_sha256": splits_sha256(cfg, FIT_SPLITS)}
+    """What the checkpoints of a fine-tune with `cfg` are written with: its learning settings, data and processes."""
+    return {**learning_settings(cfg), "fit_sha256": splits_sha256(cfg, FIT_SPLITS), "world_size": world_size()}
+
+
+def _read(record: Path) -> dict[str, Any] | None:
+    """A JSON record next to the checkpoints, or None when absent; ValueError when it is not a JSON object."""
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{record} holds no JSON object")
+    return saved
+
+
+def written_by(checkpoints: Path) -> int:
+    """How many processes wrote the checkpoints: the record's `world_size`; for older checkpoints the one
+    `world_size.json` kept, and 1 for those from before either."""
+    try:
+        for record in (checkpoints / SETTINGS_FILE, checkpoints / LEGACY_WORLD_FILE):
+            saved = _read(record)
+            if saved is not None and "world_size" in saved:
+                return int(saved["world_size"])
+    except (OSError, ValueError, TypeError):
+        raise WorldSizeChanged(f"{record} is unreadable; cannot tell how many processes wrote the "
+                               "checkpoints") from None
+    return 1
 
 
 def complete_checkpoint(checkpoints: Path) -> Path | None:
@@ -61,11 +90,11 @@ def changed_settings(checkpoints: Path, cfg: Config) -> list[str]:
     """What differs between the settings the checkpoints were written with and `cfg` (`train.learning_rate`,
     `data` ...); empty when nothing does or when they predate the record."""
     try:
-        saved = json.loads((checkpoints / SETTINGS_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
+        saved = _read(checkpoints / SETTINGS_FILE)
     except (OSError, ValueError):
         return [f"an unreadable {SETTINGS_FILE}"]
+    if saved is None:
+        return []
     now = run_settings(cfg)
     changed = [] if saved.get("fit_sha256") == now["fit_sha256"] else ["data"]
     for section in ("model", "labels", "train"):
@@ -75,9 +104,10 @@ def changed_settings(checkpoints: Path, cfg: Config) -> list[str]:
 
 
 def check_settings(checkpoints: Path, cfg: Config, resuming: bool) -> None:
-    """On resume, refuse checkpoints written with other settings or data; on a fresh start, remove an earlier
-    run's checkpoints and record this run's settings."""
+    """On resume, refuse checkpoints written by another number of processes or with other settings or data; on a
+    fresh start, remove an earlier run's checkpoints and record this run's settings."""
     if resuming:
+        check_world_size(written_by(checkpoints), checkpoints)
         changed = changed_settings(checkpoints, cfg)
         if changed:
             shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
@@ -92,12 +122,14 @@ def check_settings(checkpoints: Path, cfg: Config, resuming: bool) -> None:
         for ckpt in stale:
             shutil.rmtree(ckpt, ignore_errors=True)
     checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / LEGACY_WORLD_FILE).unlink(missing_ok=True)
     (checkpoints / SETTINGS_FILE).write_text(json.dumps(run_settings(cfg), sort_keys=True) + "\n", encoding="utf-8")
 
 
 def resumable(cfg: Config, kind: str = "transformer") -> bool:
     """Whether the model directory of `cfg` holds a complete checkpoint recorded as written with the same settings
-    and data, so that a job that was stopped can continue it with `train.resume=true` (benchmarks do)."""
+    and data by as many processes, so that a job that was stopped can continue it with `train.resume=true`
+    (benchmarks do)."""
     checkpoints = model_dir(cfg, kind) / CHECKPOINTS
     return (checkpoints / SETTINGS_FILE).is_file() and complete_checkpoint(checkpoints) is not None \
-        and not changed_settings(checkpoints, cfg)
+        and not changed_settings(checkpoints, cfg) and written_by(checkpoints) == world_size()

@@ -1,11 +1,10 @@
 """Several training processes under torchrun (DDP): who is who, the process group, rank 0 first, one stop for all
-ranks, and the world size kept next to the checkpoints. One plain process is a world of one: every helper is then
-a no-op. torch is imported only inside the functions that need a process group."""
+ranks, and the check that a resume has as many processes as wrote the checkpoints. One plain process is a world of
+one: every helper is then a no-op. torch is imported only inside the functions that need a process group."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -15,7 +14,6 @@ from typing import TypeVar
 from pipeline.errors import PipelineError
 
 T = TypeVar("T")
-WORLD_FILE = "world_size.json"  # in the checkpoints folder: the world size its checkpoints were written with
 
 
 class PeerFailed(PipelineError):
@@ -130,26 +128,14 @@ def barrier() -> None:
             dist.barrier()
 
 
-def check_world_size(checkpoints: Path, resuming: bool) -> None:
-    """On resume, refuse checkpoints written by another number of processes; otherwise record this one.
+def check_world_size(saved: int, checkpoints: Path) -> None:
+    """Refuse to resume checkpoints that `saved` processes wrote with another number of processes.
 
     The data order, the steps per epoch and the per-rank RNG states all depend on the world size, so continuing
-    with another one would silently train a different run. Checkpoints without the file come from one process.
+    with another one would silently train a different run. (`pipeline.checkpoints` keeps the number written.)
     """
-    record = checkpoints / WORLD_FILE
-    if resuming:
-        try:
-            saved = int(json.loads(record.read_text(encoding="utf-8"))["world_size"])
-        except FileNotFoundError:
-            saved = 1
-        except (OSError, ValueError, KeyError, TypeError):
-            raise WorldSizeChanged(f"{record} is unreadable; cannot tell how many processes wrote the "
-                                   "checkpoints") from None
-        if saved != world_size():
-            raise WorldSizeChanged(
-                f"the checkpoints in {checkpoints} were written by {saved} process(es), this run has "
-                f"{world_size()}; resume with --nproc_per_node {saved} (or without torchrun for 1), or train "
-                "from scratch without --resume")
-        return
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"world_size": world_size()}) + "\n", encoding="utf-8")
+    if saved != world_size():
+        raise WorldSizeChanged(
+            f"the checkpoints in {checkpoints} were written by {saved} process(es), this run has "
+            f"{world_size()}; resume with --nproc_per_node {saved} (or without torchrun for 1), or train "
+            "from scratch without --resume")

@@ -23,7 +23,6 @@ from pipeline.distributed import (
     any_rank,
     backend,
     barrier,
-    check_world_size,
     is_main,
     lead,
     process_group,
@@ -217,10 +216,9 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> RunResult:
 
 def _resume_point(cfg: Config, out: Path) -> Path | None:
     """The checkpoint to continue from (None: from the start), after checking it was written by as many processes
-    with the same settings on the same data."""
+    with the same settings on the same data (`checkpoints.check_settings`)."""
     out.mkdir(parents=True, exist_ok=True)
     resume = complete_checkpoint(out / CHECKPOINTS) if cfg.train.resume else None
-    check_world_size(out / CHECKPOINTS, resuming=resume is not None)
     check_settings(out / CHECKPOINTS, cfg, resuming=resume is not None)
     return resume
 

@@ -14,9 +14,10 @@ import pytest
 from helpers import ROOT, write_jsonl
 
 from pipeline.artifacts import model_dir
+from pipeline.checkpoints import LEGACY_WORLD_FILE, SETTINGS_FILE, check_settings, written_by
 from pipeline.cli import main, resume_command
 from pipeline.data import load_split
-from pipeline.distributed import WORLD_FILE, WorldSizeChanged, check_world_size, lead, threads
+from pipeline.distributed import WorldSizeChanged, lead, threads
 from pipeline.evaluate import evaluate
 from pipeline.finetune import StopCallback
 from pipeline.jobs import StopSignals, exclusive
@@ -59,7 +60,7 @@ def test_two_processes_train_one_model_in_one_run(cfg_tiny, tmp_path, capsys):
     out = models[0]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["effective_batch_size"] == 2 * cfg.train.batch_size
-    assert json.loads((out / "checkpoints" / WORLD_FILE).read_text()) == {"world_size": 2}
+    assert json.loads((out / "checkpoints" / SETTINGS_FILE).read_text())["world_size"] == 2
 
     test_file = write_jsonl(tmp_path / "test.jsonl", load_split(cfg, "test"))
     _, again = evaluate(out, test_file, tmp_path / "eval")
@@ -75,7 +76,7 @@ def test_two_processes_train_one_model_in_one_run(cfg_tiny, tmp_path, capsys):
     single = train(cfg_tiny(*DDP, f"output_dir={tmp_path / 'single'}"))
     one, two = first_loss(single.metrics["history"]), first_loss(metrics["history"])
     assert two == pytest.approx(one, rel=0.3)  # a mean over both ranks, not their sum
-    assert json.loads((single.model_dir / "checkpoints" / WORLD_FILE).read_text()) == {"world_size": 1}
+    assert json.loads((single.model_dir / "checkpoints" / SETTINGS_FILE).read_text())["world_size"] == 1
 
     # the kept checkpoints were written by 2 processes: resuming them in one fails in one line
     capsys.readouterr()
@@ -123,12 +124,13 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint(cfg_tiny, tmp_pa
     assert not (checkpoints.parent / "metrics.json").exists()
 
 
-def test_resume_with_another_world_size_fails_in_one_line(cfg_tiny, capsys):
+@pytest.mark.parametrize("record", [SETTINGS_FILE, LEGACY_WORLD_FILE])  # the record, and what older runs kept
+def test_resume_with_another_world_size_fails_in_one_line(cfg_tiny, capsys, record):
     cfg = cfg_tiny.prepared()
     checkpoints = model_dir(cfg, KIND) / "checkpoints"
     (checkpoints / "checkpoint-7").mkdir(parents=True)
     (checkpoints / "checkpoint-7" / "trainer_state.json").write_text("{}")  # complete, as far as resume can tell
-    (checkpoints / WORLD_FILE).write_text('{"world_size": 4}')
+    (checkpoints / record).write_text('{"world_size": 4}')
     capsys.readouterr()
     assert main(["train", *cfg_tiny.args("--resume")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -136,14 +138,22 @@ def test_resume_with_another_world_size_fails_in_one_line(cfg_tiny, capsys):
                    "with --nproc_per_node 4 (or without torchrun for 1), or train from scratch without --resume"]
 
 
-def test_checkpoints_of_one_process_refuse_two(tmp_path, monkeypatch):
-    (tmp_path / "checkpoint-3").mkdir()  # written before the world size was recorded: by one process
+def test_checkpoints_of_one_process_refuse_two(cfg_tiny, monkeypatch):
+    cfg = cfg_tiny.prepared()
+    checkpoints = model_dir(cfg, KIND) / "checkpoints"
+    (checkpoints / "checkpoint-3").mkdir(parents=True)  # written before any record was kept: by one process
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(WorldSizeChanged, match="written by 1 process"):
-        check_world_size(tmp_path, resuming=True)
-    check_world_size(tmp_path, resuming=False)
-    assert json.loads((tmp_path / WORLD_FILE).read_text()) == {"world_size": 2}
-    check_world_size(tmp_path, resuming=True)
+        check_settings(checkpoints, cfg, resuming=True)
+    assert written_by(checkpoints) == 1
+    (checkpoints / LEGACY_WORLD_FILE).write_text('{"world_size": 4}')  # an earlier run's record goes on a fresh start
+    check_settings(checkpoints, cfg, resuming=False)
+    assert not (checkpoints / LEGACY_WORLD_FILE).exists()
+    assert json.loads((checkpoints / SETTINGS_FILE).read_text())["world_size"] == 2 == written_by(checkpoints)
+    check_settings(checkpoints, cfg, resuming=True)
+    (checkpoints / SETTINGS_FILE).write_text("[")
+    with pytest.raises(WorldSizeChanged, match="unreadable; cannot tell how many processes"):
+        check_settings(checkpoints, cfg, resuming=True)
 
 
 def test_threads_share_the_cores_between_processes(monkeypatch):
