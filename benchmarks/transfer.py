@@ -131,13 +131,20 @@ def main() -> None:
     ap.add_argument("--summary-only", action="store_true", help="pool the saved predictions without training")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
     args = ap.parse_args()
+    if args.summary_only and (args.sources is not None or args.fine_tune or args.overrides):
+        ap.error("--summary-only pools the sources already run, without training: it takes no --sources, "
+                 "--fine-tune or overrides")
     if not CORPUS.is_file():
         print(f"skipped: {CORPUS} is absent (benchmarks read real data from ../shared/data)")
         return
     from pipeline.readers import read_jsonl
 
     rows = read_jsonl(CORPUS)
-    sources = [] if args.summary_only else args.sources or sorted({r["source"] for r in rows})
+    known = sorted({r["source"] for r in rows})
+    unknown = [s for s in args.sources or [] if s not in known]
+    if unknown:
+        ap.error(f"no source {', '.join(map(repr, unknown))} in {CORPUS}; its sources: {', '.join(known)}")
+    sources = [] if args.summary_only else args.sources or known
     started = time.time()
     results = [leave_out(rows, s, args.fine_tune, args.overrides) for s in sources]
     path = RESULTS / "security-transfer.json"

@@ -239,3 +239,25 @@ def test_transfer_pools_the_left_out_sources_and_leaves_out_stale_predictions(tm
     (tmp_path / "BBC" / "probs.npz").unlink()
     assert transfer.pool_sources([r1], tmp_path) == {"missing": ["BBC"]}
     assert transfer.pool_sources([old], tmp_path) == {"missing": []}  # nothing ran the recipe
+
+
+@pytest.mark.parametrize("argv", [["--summary-only", "--sources", "BBC"], ["--summary-only", "--fine-tune"]])
+def test_transfer_summary_only_refuses_what_it_would_ignore(argv, monkeypatch, capsys):
+    transfer = _module("transfer")
+    monkeypatch.setattr("sys.argv", ["transfer.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        transfer.main()
+    assert stop.value.code == 2
+    assert "--summary-only pools the sources already run, without training" in capsys.readouterr().err
+
+
+def test_transfer_names_an_unknown_source(tmp_path, monkeypatch, capsys):
+    transfer = _module("transfer")
+    corpus = tmp_path / "labelled.jsonl"
+    corpus.write_text('{"id": "a", "text": "x", "label": "other", "source": "BBC"}\n', encoding="utf-8")
+    monkeypatch.setattr(transfer, "CORPUS", corpus)
+    monkeypatch.setattr("sys.argv", ["transfer.py", "--sources", "BBC", "Reuters"])
+    with pytest.raises(SystemExit) as stop:
+        transfer.main()
+    assert stop.value.code == 2
+    assert f"no source 'Reuters' in {corpus}; its sources: BBC" in capsys.readouterr().err
