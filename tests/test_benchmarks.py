@@ -1,6 +1,7 @@
 """The benchmark scripts' arithmetic: pooled split statistics and the tables rendered into the README."""
 
 import importlib.util
+import json
 import statistics
 
 import numpy as np
@@ -261,3 +262,46 @@ def test_transfer_names_an_unknown_source(tmp_path, monkeypatch, capsys):
         transfer.main()
     assert stop.value.code == 2
     assert f"no source 'Reuters' in {corpus}; its sources: BBC" in capsys.readouterr().err
+
+
+def test_frozen_member_fits_on_train_picks_on_validation_and_combines_like_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    frozen = _module("frozen_member")
+    monkeypatch.setattr(frozen, "work_dir", lambda seed: tmp_path)
+    rng = np.random.default_rng(0)
+    labels = np.array(["a", "b", "c"])
+    vectors, sizes = {}, {"train": 90, "validation": 30, "test": 30}
+    for split, n in sizes.items():  # the embedding separates the labels; the saved members are coin flips
+        y = np.arange(n) % 3
+        rows = [{"id": f"{split}{i}", "text": "x", "label": str(labels[k])} for i, k in enumerate(y)]
+        for r, k in zip(rows, y, strict=True):
+            vectors[r["id"]] = np.eye(3)[k] * 3 + rng.normal(0, 0.3, 3)
+        path = tmp_path / "processed" / frozen.dataset(0, frozen.SEED) / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    noise = {s: rng.dirichlet(np.ones(3), sizes[s]) for s in ("validation", "test")}
+    np.savez(tmp_path / "probs-fold-0.npz", labels=labels, y_validation=np.arange(30) % 3, y_test=np.arange(30) % 3,
+             baseline_validation=noise["validation"], fine_tuned_validation=noise["validation"][::-1],
+             baseline_test=noise["test"], fine_tuned_test=noise["test"][::-1], ensemble_test=noise["test"])
+    fold = frozen.run_fold(frozen.SEED, 0, vectors)
+    assert fold["chosen"] == ["frozen"]  # validation log-loss keeps the one informative member alone
+    assert fold["pred"]["frozen"] == fold["truth"] == fold["pred"]["validation_choice"]
+    assert set(fold["pred"]) == {"baseline", "ensemble", "frozen", "mean_of_three", "validation_choice"}
+    both = frozen.geometric_mean([np.array([[0.8, 0.2]]), np.array([[0.2, 0.8]])])
+    assert both == pytest.approx(np.array([[0.5, 0.5]]))
+
+
+def test_frozen_member_embeds_each_article_once(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    frozen = _module("frozen_member")
+    monkeypatch.setattr(frozen, "work_dir", lambda seed: tmp_path / str(seed))
+    for seed in (frozen.SEED, 7):
+        for fold in range(frozen.FOLDS):
+            path = tmp_path / str(seed) / "processed" / frozen.dataset(fold, seed) / "test.jsonl"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps({"id": f"{fold}", "text": f"text {fold}", "label": "a"}) + "\n")
+    calls = []
+    monkeypatch.setattr(frozen, "embed", lambda texts: calls.append(texts) or np.ones((len(texts), 2)))
+    assert sorted(frozen.embeddings(frozen.SEED)) == ["0", "1", "2", "3", "4"]
+    assert sorted(frozen.embeddings(7)) == ["0", "1", "2", "3", "4"]  # the other partition's articles: cached
+    assert calls == [[f"text {f}" for f in range(5)]]
