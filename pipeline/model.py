@@ -66,12 +66,15 @@ def check_loading(name: str, info: dict[str, Any], pooling: str) -> None:
 
 
 def load_tokenizer(name: str) -> Any:
-    """A fast tokenizer from a hub id or a local directory, never running remote code."""
+    """A fast tokenizer from a hub id or a local directory, never running remote code. Documents are tokenised
+    whole on purpose (then cut by the long-text strategy, or counted), so its over-length warning is silenced."""
     _check_source(name)
     try:
-        return AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False)
     except OSError:
         raise ModelError(_offline_hint(name)) from None
+    getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
+    return tokenizer
 
 
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT family, DistilBERT/others
@@ -156,8 +159,6 @@ class TextEncoder:
     def __init__(self, tokenizer: Any, cfg: ModelConfig) -> None:
         self.tokenizer = tokenizer
         self.cfg = cfg
-        # long documents are tokenised whole on purpose, then cut by the strategy: silence the length warning
-        getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
         probe = tokenizer("x", add_special_tokens=True)["input_ids"]
         bare = tokenizer("x", add_special_tokens=False)["input_ids"]
         start = next(i for i in range(len(probe)) if probe[i:i + len(bare)] == bare)

@@ -146,3 +146,20 @@ def test_missing_encoder_weights_are_named(capsys):
     err = capsys.readouterr().err
     assert err.startswith("warning: backbone: 6 weights are not in the checkpoint and start random: ")
     assert err.rstrip().endswith("...") and "classifier" not in err
+
+
+def test_whole_documents_tokenise_without_the_over_length_warning(tiny_bert, caplog):
+    from transformers import AutoTokenizer
+
+    from pipeline.model import load_tokenizer
+
+    long = "كلمة " * 50
+    bare = AutoTokenizer.from_pretrained(str(tiny_bert))
+    bare.model_max_length = 8
+    bare(long, truncation=False)
+    assert "Token indices sequence length is longer" in caplog.text  # what transformers says unasked
+    caplog.clear()
+    tokenizer = load_tokenizer(str(tiny_bert))
+    tokenizer.model_max_length = 8
+    assert len(tokenizer(long, add_special_tokens=False, truncation=False)["input_ids"]) > 8  # counted whole
+    assert "Token indices sequence length" not in caplog.text
