@@ -1,7 +1,7 @@
 """A third ensemble member that costs no fine-tune: the frozen e5-small's mean-pooled embedding of the whole article
 (windows over it, averaged) fed to a logistic regression, measured on the folds cv_recipe.py saved.
 
-    python benchmarks/frozen_member.py                  # the seed-42 partition (~7 min to embed on 2 CPU cores)
+    python benchmarks/frozen_member.py                  # the seed-42 partition (~18 min to embed, 2 cores)
     python benchmarks/frozen_member.py --fold-seed 7    # the second partition
 
 Per fold the regression learns on the fold's train part and picks C on its validation slice (log-loss); the
