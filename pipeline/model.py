@@ -66,8 +66,7 @@ def check_loading(name: str, info: dict[str, Any], pooling: str) -> None:
 
 
 def load_tokenizer(name: str) -> Any:
-    """A fast tokenizer from a hub id or a local directory, never running remote code. Documents are tokenised
-    whole on purpose (then cut by the long-text strategy, or counted), so its over-length warning is silenced."""
+    """A fast tokenizer (hub id or local directory, no remote code) that tokenises whole texts without a warning."""
     _check_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False)
