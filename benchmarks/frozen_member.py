@@ -70,9 +70,12 @@ def embeddings(seed: int) -> dict[str, np.ndarray]:
 
 
 def geometric_mean(probs: list[np.ndarray]) -> np.ndarray:
-    """The recipe's combiner: the unweighted mean of log-probabilities, renormalised."""
-    mean = np.exp(np.mean([np.log(np.clip(p, 1e-12, 1.0)) for p in probs], axis=0))
-    return mean / mean.sum(axis=1, keepdims=True)
+    """The recipe's combiner: `pipeline.stack.Combiner` with equal weights (the unweighted mean of
+    log-probabilities), as probabilities."""
+    from pipeline.metrics import softmax
+    from pipeline.stack import Combiner
+
+    return softmax(Combiner("weights", weights=[1 / len(probs)] * len(probs)).logits(probs))
 
 
 def run_fold(seed: int, fold: int, vectors: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -82,8 +85,9 @@ def run_fold(seed: int, fold: int, vectors: dict[str, np.ndarray]) -> dict[str, 
 
     saved = np.load(work_dir(seed) / f"probs-fold-{fold}.npz")
     labels = [str(lb) for lb in saved["labels"]]
-    x = {s: np.stack([vectors[r["id"]] for r in split_rows(seed, fold, s)]) for s in ("train", "validation", "test")}
-    y_train = np.array([labels.index(r["label"]) for r in split_rows(seed, fold, "train")])
+    rows = {s: split_rows(seed, fold, s) for s in ("train", "validation", "test")}
+    x = {s: np.stack([vectors[r["id"]] for r in part]) for s, part in rows.items()}
+    y_train = np.array([labels.index(r["label"]) for r in rows["train"]])
     y_val, y_test = saved["y_validation"], saved["y_test"]
     fits = [LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x["train"], y_train) for c in GRID]
     losses = [log_loss(y_val, m.predict_proba(x["validation"]), labels=range(len(labels))) for m in fits]
