@@ -5,6 +5,8 @@ the title and lead, the e5-small fine-tune and their ensemble, trained and teste
     python benchmarks/cv_recipe.py --folds 0 1       # some folds; the summary pools the folds done so far
     python benchmarks/cv_recipe.py --summary-only    # pool the saved folds without training
     python benchmarks/cv_recipe.py --fold-seed 7     # a second partition: a replication with new folds
+    python benchmarks/cv_recipe.py --pretrain-epochs 3   # the fine-tune from a backbone pretrained on each fold's
+                                                         # own training articles (~40 min more a fold)
 
 Folds are by default the same stratified 5-fold split (seed 42) as `benchmarks/accuracy.py`'s baseline
 cross-validation, over every prepared article; `--fold-seed` draws another partition, with its own work folder and
@@ -19,6 +21,13 @@ stopped job loses at most an epoch. `tfidf_pair` (the two TF-IDF models) and
 member adds. The summary (benchmarks/results/security-cv.json) gives per-fold mean and sd, the pooled out-of-fold
 macro-F1 and per-label F1 with 95% bootstrap intervals, and the paired bootstrap and McNemar tests of every model
 against the baseline on the same articles.
+
+`--pretrain-epochs N` measures task-adaptive pretraining: in each fold, `pipeline pretrain` continues masked-LM
+training of e5-small on that fold's training articles alone (never its validation or test text) for N epochs, and
+the fine-tune starts from that backbone. Its folds live in their own folder (work/cv/tapt, or seed-S/tapt) and
+results file (security-cv-tapt.json, security-cv-seed{S}-tapt.json), on the same partition as the plain recipe, so
+that where the plain recipe's folds are saved the summary also tests the pretrained fine-tune and ensemble against
+them on the same articles (`vs_plain`). A finished pretraining is reused when the job runs again.
 """
 
 from __future__ import annotations
@@ -41,17 +50,24 @@ FOLDS = 5
 SEED = 42
 
 
-def work_dir(seed: int) -> Path:
-    """Where one partition's folds, models and predictions live (seed 42: the original folder)."""
-    return WORK if seed == SEED else WORK / f"seed-{seed}"
+PLAIN_MODELS = ("fine_tuned", "ensemble")  # compared with the pretrained variant's on the same folds
+VARIANT = "tapt"
 
 
-def results_file(seed: int) -> Path:
+def work_dir(seed: int, variant: str = "") -> Path:
+    """Where one partition's folds, models and predictions live (seed 42: the original folder); a variant's in a
+    subfolder of it."""
+    base = WORK if seed == SEED else WORK / f"seed-{seed}"
+    return base / variant if variant else base
+
+
+def results_file(seed: int, variant: str = "") -> Path:
     """One partition's summary."""
-    return RESULTS / ("security-cv.json" if seed == SEED else f"security-cv-seed{seed}.json")
+    stem = "security-cv" if seed == SEED else f"security-cv-seed{seed}"
+    return RESULTS / f"{stem}{'-' + variant if variant else ''}.json"
 
 
-def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Path]:
+def fold_files(rows: list[dict[str, Any]], fold: int, seed: int, variant: str = "") -> dict[str, Path]:
     """Train, validation (stratified 15% of the other folds) and test (fold `fold`) as JSONL files."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
@@ -61,23 +77,48 @@ def fold_files(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, Pa
     rest, test = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(rows, y))[fold]
     train, val = train_test_split(list(rest), test_size=0.15, stratify=[y[i] for i in rest], random_state=seed)
     parts = {"train": train, "validation": val, "test": list(test)}
-    return {name: write_jsonl(work_dir(seed) / f"fold-{fold}" / f"{name}.jsonl", [rows[i] for i in idx])
+    return {name: write_jsonl(work_dir(seed, variant) / f"fold-{fold}" / f"{name}.jsonl", [rows[i] for i in idx])
             for name, idx in parts.items()}
 
 
-def dataset(fold: int, seed: int) -> str:
+def dataset(fold: int, seed: int, variant: str = "") -> str:
     """One fold's dataset (and MLflow run) name."""
-    return f"security-news-cv{fold}" + ("" if seed == SEED else f"-s{seed}")
+    return f"security-news-cv{fold}" + ("" if seed == SEED else f"-s{seed}") + (f"-{variant}" if variant else "")
 
 
-def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: int = SEED) -> dict[str, Any]:
-    """The recipe's models on one fold; their predictions on the fold's test articles."""
+def pretrained_backbone(data: list[str], train_file: Path, out: Path, epochs: float) -> dict[str, Any]:
+    """`pipeline pretrain` of e5-small on one fold's training articles (the `data` overrides name the fold's
+    prepared splits, whose validation and test texts pretraining leaves out), unless `out` holds it already."""
+    from recipe import CONFIGS, E5
+
+    from pipeline.config import load_config
+    from pipeline.data import prepare
+    from pipeline.pretrain import PRETRAIN_FILE, pretrain
+
+    if (out / PRETRAIN_FILE).is_file():
+        return json.loads((out / PRETRAIN_FILE).read_text())
+    cfg = load_config([*CONFIGS, *E5], [*data, f"pretrain.epochs={epochs}"])
+    prepare(cfg)
+    return pretrain(cfg, [str(train_file)], out)
+
+
+def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: int = SEED,
+             pretrain_epochs: float = 0) -> dict[str, Any]:
+    """The recipe's models on one fold (with `pretrain_epochs`, the fine-tune from a backbone pretrained on the
+    fold's training articles); their predictions on the fold's test articles."""
     from recipe import VERSION, run_recipe, split_data
 
     started = time.time()
-    work = work_dir(seed)
-    data = [*split_data(dataset(fold, seed), fold_files(rows, fold, seed), work),
+    variant = VARIANT if pretrain_epochs else ""
+    work = work_dir(seed, variant)
+    files = fold_files(rows, fold, seed, variant)
+    data = [*split_data(dataset(fold, seed, variant), files, work),
             f"output_dir={work / 'models'}", "tracking.registered_model=null"]
+    pretrained = None
+    if pretrain_epochs:
+        backbone = work / "models" / f"e5-small-tapt-fold-{fold}"
+        pretrained = pretrained_backbone(data, files["train"], backbone, pretrain_epochs)
+        overrides = [*overrides, f"model.name_or_path={backbone}"]
     cfg, runs = run_recipe(data, overrides)
     dirs = {kind: run.model_dir for kind, run in runs.items()}
     ens = runs["ensemble"]
@@ -86,7 +127,8 @@ def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: 
               "models": {m: d.name for m, d in dirs.items()},
               "ensemble": {k: ens.metrics["ensemble"].get(k) for k in ("combiner", "note")},
               "pairs": combiners, "recipe": VERSION,
-              "wall_seconds": round(time.time() - started, 1), "overrides": overrides, "fold_seed": seed}
+              "wall_seconds": round(time.time() - started, 1), "overrides": overrides, "fold_seed": seed,
+              "pretrain": pretrained}
     (work / f"fold-{fold}.json").write_text(json.dumps(result, ensure_ascii=False))
     print(f"fold {fold}: " + ", ".join(f"{m} {macro_f1(result['truth'], pred[m]):.3f}" for m in MODELS), flush=True)
     return result
@@ -125,9 +167,10 @@ def add_pairs(fold: dict[str, Any]) -> dict[str, Any]:
 
     from pipeline.config import load_config
 
-    seed = fold.get("fold_seed", SEED)
-    work = work_dir(seed)
-    cfg = load_config(CONFIGS, [f"data.name={dataset(fold['fold'], seed)}", f"data.processed_dir={work / 'processed'}"])
+    seed, variant = fold.get("fold_seed", SEED), VARIANT if fold.get("pretrain") else ""
+    work = work_dir(seed, variant)
+    cfg = load_config(CONFIGS, [f"data.name={dataset(fold['fold'], seed, variant)}",
+                                f"data.processed_dir={work / 'processed'}"])
     pred, _, combiners = predictions(cfg, {m: work / "models" / d for m, d in fold["models"].items()})
     fold = {**fold, "pred": {**pred, **fold["pred"]}, "pairs": {**combiners, **fold.get("pairs", {})}}
     (work / f"fold-{fold['fold']}.json").write_text(json.dumps(fold, ensure_ascii=False))
@@ -182,12 +225,43 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def against_plain(folds: list[dict[str, Any]], plain: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pretrained variant's fine-tune and ensemble against the plain recipe's on the folds both finished (the
+    same articles): mean macro-F1 by fold of each, and the paired tests of variant against plain, pooled."""
+    from pipeline.uncertainty import paired_test
+
+    by_fold = {f["fold"]: f for f in plain}
+    pairs = [(f, by_fold[f["fold"]]) for f in folds if f["fold"] in by_fold]
+    pairs = [(f, p) for f, p in pairs if f["truth"] == p["truth"]]
+    if not pairs:
+        return {}
+    labels = sorted({t for f, _ in pairs for t in f["truth"]})
+    index = {lb: i for i, lb in enumerate(labels)}
+    y = np.array([index[t] for f, _ in pairs for t in f["truth"]])
+    out: dict[str, Any] = {"folds": [f["fold"] for f, _ in pairs]}
+    for m in PLAIN_MODELS:
+        a = np.array([index[x] for f, _ in pairs for x in f["pred"][m]])
+        b = np.array([index[x] for _, p in pairs for x in p["pred"][m]])
+        out[m] = {"macro_f1_mean": round(float(np.mean([macro_f1(f["truth"], f["pred"][m]) for f, _ in pairs])), 4),
+                  "plain_macro_f1_mean": round(float(np.mean([macro_f1(p["truth"], p["pred"][m]) for _, p in pairs])),
+                                               4),
+                  "vs_plain": paired_test(y, a, b, len(labels))}
+    return out
+
+
+def finished_folds(work: Path, version: str) -> list[dict[str, Any]]:
+    """The folds saved in `work` by this recipe version."""
+    return [f for p in sorted(work.glob("fold-*.json")) if (f := json.loads(p.read_text())).get("recipe") == version]
+
+
 def main() -> None:
     """Run the missing folds, then pool every saved fold."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", nargs="*", type=int, default=list(range(FOLDS)), choices=range(FOLDS))
     ap.add_argument("--summary-only", action="store_true", help="pool the saved folds without training")
     ap.add_argument("--fold-seed", type=int, default=SEED, help="the partition's seed (42: accuracy.py's folds)")
+    ap.add_argument("--pretrain-epochs", type=float, default=0,
+                    help="pretrain e5-small on each fold's training articles for this many epochs first (0: no)")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
     args = ap.parse_args()
     if not CORPUS.is_file():
@@ -201,7 +275,8 @@ def main() -> None:
     cfg = load_config(CONFIGS)
     prepare(cfg)
     rows = [r for s in SPLITS for r in load_split(cfg, s)]  # normalised and deduplicated, as the baseline's CV
-    work = work_dir(args.fold_seed)
+    variant = VARIANT if args.pretrain_epochs else ""
+    work = work_dir(args.fold_seed, variant)
     work.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         for fold in args.folds:
@@ -209,20 +284,26 @@ def main() -> None:
             if saved.is_file() and json.loads(saved.read_text()).get("recipe") == VERSION:
                 print(f"fold {fold}: done already ({saved})")
                 continue
-            run_fold(rows, fold, args.overrides, args.fold_seed)
-    done = [f for p in sorted(work.glob("fold-*.json")) if (f := json.loads(p.read_text())).get("recipe") == VERSION]
-    done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in done]
+            run_fold(rows, fold, args.overrides, args.fold_seed, args.pretrain_epochs)
+    done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in finished_folds(work, VERSION)]
     if not done:
         print("no fold finished yet")
         return
     summary = summarise(done)
-    path = results_file(args.fold_seed)
+    if variant:
+        summary["pretrain"] = [f["pretrain"] for f in done]
+        summary["against_plain"] = against_plain(done, finished_folds(work_dir(args.fold_seed), VERSION))
+    path = results_file(args.fold_seed, variant)
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     for m in [m for m in MODELS if m in summary]:
         s = summary[m]
         ci = s["pooled_intervals"]["macro_f1"]
         print(f"{m}: mean macro-F1 {s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} over {len(done)} folds; "
               f"pooled {ci}" + (f"; vs baseline {s['vs_baseline']}" if "vs_baseline" in s else ""))
+    for m, s in summary.get("against_plain", {}).items():
+        if m != "folds":
+            print(f"{m}, pretrained against plain on folds {summary['against_plain']['folds']}: "
+                  f"{s['macro_f1_mean']:.3f} against {s['plain_macro_f1_mean']:.3f}; {s['vs_plain']}")
     print(f"wrote {path}")
 
 

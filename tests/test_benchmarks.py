@@ -305,3 +305,58 @@ def test_frozen_member_embeds_each_article_once(tmp_path, monkeypatch):
     assert sorted(frozen.embeddings(frozen.SEED)) == ["0", "1", "2", "3", "4"]
     assert sorted(frozen.embeddings(7)) == ["0", "1", "2", "3", "4"]  # the other partition's articles: cached
     assert calls == [[f"text {f}" for f in range(5)]]
+
+
+def test_cv_pretrained_variant_pretrains_on_the_folds_training_articles_and_lives_apart(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    cv = _module("cv_recipe")
+    import recipe
+
+    monkeypatch.setattr(cv, "WORK", tmp_path / "cv")
+    assert cv.work_dir(42, "tapt") == tmp_path / "cv" / "tapt" and cv.work_dir(7) == tmp_path / "cv" / "seed-7"
+    assert cv.results_file(7, "tapt").name == "security-cv-seed7-tapt.json"
+    assert cv.results_file(42).name == "security-cv.json" and cv.dataset(1, 7, "tapt") == "security-news-cv1-s7-tapt"
+    rows = [{"id": str(i), "text": f"article {i}", "label": "ab"[i % 2]} for i in range(40)]
+    pretrained, trained = [], []
+
+    def pretrain(data, train_file, out, epochs):
+        pretrained.append((train_file, out, epochs))
+        return {"steps": 3}
+
+    monkeypatch.setattr(cv, "pretrained_backbone", pretrain)
+    monkeypatch.setattr(recipe, "run_recipe", lambda data, overrides: trained.append((data, overrides)) or (
+        None, {k: type("Run", (), {"model_dir": tmp_path / k, "metrics": {"ensemble": {}}})()
+               for k in ("baseline", "fine_tuned", "ensemble")}))
+    monkeypatch.setattr(cv, "predictions", lambda cfg, dirs, probs: (
+        {m: ["a"] * 8 for m in cv.MODELS}, ["a"] * 8, {}))
+    fold = cv.run_fold(rows, 1, ["train.epochs=1"], 42, pretrain_epochs=3)
+    (train_file, backbone, epochs), = pretrained
+    assert epochs == 3 and backbone.parent == tmp_path / "cv" / "tapt" / "models"
+    train_ids = {r["id"] for r in map(json.loads, train_file.read_text().splitlines())}
+    held_out = {r["id"] for s in ("validation", "test")
+                for r in map(json.loads, (train_file.parent / f"{s}.jsonl").read_text().splitlines())}
+    assert train_ids and held_out and not train_ids & held_out  # pretrained on the fold's training articles alone
+    (data, overrides), = trained
+    assert overrides == ["train.epochs=1", f"model.name_or_path={backbone}"]
+    assert "data.name=security-news-cv1-tapt" in data
+    assert fold["pretrain"] == {"steps": 3} and (tmp_path / "cv" / "tapt" / "fold-1.json").is_file()
+    assert not (tmp_path / "cv" / "fold-1.json").exists()  # the plain recipe's folds are left alone
+
+
+def test_cv_pretrained_variant_is_tested_against_the_plain_recipe_on_the_same_folds():
+    cv = _module("cv_recipe")
+    truth = ["a", "b", "c"] * 10
+    wrong = {"a": "b", "b": "c", "c": "a"}
+    half = [wrong[t] if i % 2 else t for i, t in enumerate(truth)]
+
+    def fold(k, pred, t=truth):
+        return {"fold": k, "truth": t, "pred": {"fine_tuned": pred, "ensemble": pred}}
+
+    variant = [fold(0, truth), fold(1, truth), fold(2, truth)]
+    plain = [fold(0, half), fold(1, half), fold(2, half, list(reversed(truth))), fold(3, half)]
+    out = cv.against_plain(variant, plain)
+    assert out["folds"] == [0, 1]  # fold 2's articles differ, fold 3 has no variant: neither is compared
+    vs = out["ensemble"]["vs_plain"]
+    assert vs["n"] == 60 and vs["only_a_right"] == 30 and vs["only_b_right"] == 0 and vs["macro_f1_diff"] > 0.4
+    assert out["fine_tuned"]["macro_f1_mean"] == 1.0 and out["fine_tuned"]["plain_macro_f1_mean"] < 0.6
+    assert cv.against_plain(variant, []) == {}
