@@ -56,18 +56,29 @@ def _read(record: Path) -> dict[str, Any] | None:
     return saved
 
 
-def written_by(checkpoints: Path) -> int:
-    """How many processes wrote the checkpoints: the record's `world_size`; for older checkpoints the one
-    `world_size.json` kept, and 1 for those from before either."""
+def _unreadable(record: Path) -> WorldSizeChanged:
+    return WorldSizeChanged(f"{record} is unreadable; cannot tell how many processes wrote the checkpoints")
+
+
+def _record(checkpoints: Path) -> dict[str, Any] | None:
+    """The record, read once for all the checks of a resume; None when absent."""
     try:
-        for record in (checkpoints / SETTINGS_FILE, checkpoints / LEGACY_WORLD_FILE):
-            saved = _read(record)
-            if saved is not None and "world_size" in saved:
-                return int(saved["world_size"])
+        return _read(checkpoints / SETTINGS_FILE)
+    except (OSError, ValueError):
+        raise _unreadable(checkpoints / SETTINGS_FILE) from None
+
+
+def written_by(checkpoints: Path, saved: dict[str, Any] | None = None) -> int:
+    """How many processes wrote the checkpoints: the record's `world_size` (`saved`: the record already read); for
+    older checkpoints the one `world_size.json` kept, and 1 for those from before either."""
+    record, found = checkpoints / SETTINGS_FILE, _record(checkpoints) if saved is None else saved
+    try:
+        if found is None or "world_size" not in found:
+            record = checkpoints / LEGACY_WORLD_FILE
+            found = _read(record) or {}
+        return int(found.get("world_size", 1))
     except (OSError, ValueError, TypeError):
-        raise WorldSizeChanged(f"{record} is unreadable; cannot tell how many processes wrote the "
-                               "checkpoints") from None
-    return 1
+        raise _unreadable(record) from None
 
 
 def complete_checkpoint(checkpoints: Path) -> Path | None:
@@ -86,11 +97,11 @@ def complete_checkpoint(checkpoints: Path) -> Path | None:
     return None
 
 
-def changed_settings(checkpoints: Path, cfg: Config) -> list[str]:
-    """What differs between the settings the checkpoints were written with and `cfg` (`train.learning_rate`,
-    `data` ...); empty when nothing does or when they predate the record."""
+def changed_settings(checkpoints: Path, cfg: Config, saved: dict[str, Any] | None = None) -> list[str]:
+    """What differs between the settings the checkpoints were written with (`saved`: the record already read) and
+    `cfg` (`train.learning_rate`, `data` ...); empty when nothing does or when they predate the record."""
     try:
-        saved = _read(checkpoints / SETTINGS_FILE)
+        saved = saved if saved is not None else _read(checkpoints / SETTINGS_FILE)
     except (OSError, ValueError):
         return [f"an unreadable {SETTINGS_FILE}"]
     if saved is None:
@@ -107,8 +118,9 @@ def check_settings(checkpoints: Path, cfg: Config, resuming: bool) -> None:
     """On resume, refuse checkpoints written by another number of processes or with other settings or data; on a
     fresh start, remove an earlier run's checkpoints and record this run's settings."""
     if resuming:
-        check_world_size(written_by(checkpoints), checkpoints)
-        changed = changed_settings(checkpoints, cfg)
+        saved = _record(checkpoints)
+        check_world_size(written_by(checkpoints, saved), checkpoints)
+        changed = changed_settings(checkpoints, cfg, saved)
         if changed:
             shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
             raise SettingsChanged(f"the checkpoints in {checkpoints} were written with other settings or data "
@@ -131,5 +143,6 @@ def resumable(cfg: Config, kind: str = "transformer") -> bool:
     and data by as many processes, so that a job that was stopped can continue it with `train.resume=true`
     (benchmarks do)."""
     checkpoints = model_dir(cfg, kind) / CHECKPOINTS
-    return (checkpoints / SETTINGS_FILE).is_file() and complete_checkpoint(checkpoints) is not None \
-        and not changed_settings(checkpoints, cfg) and written_by(checkpoints) == world_size()
+    saved = _record(checkpoints)
+    return saved is not None and complete_checkpoint(checkpoints) is not None \
+        and not changed_settings(checkpoints, cfg, saved) and written_by(checkpoints, saved) == world_size()

@@ -72,6 +72,20 @@ def test_resumable_wants_a_complete_checkpoint_with_the_same_settings(cfg_tiny):
     assert not resumable(cfg_tiny("train.batch_size=4"))  # the same model directory, another run
 
 
+def test_a_resume_reads_the_record_once(cfg_tiny, monkeypatch):
+    import pipeline.checkpoints as ckpt
+
+    cfg = cfg_tiny.prepared()
+    checkpoints = model_dir(cfg, KIND) / CHECKPOINTS
+    check_settings(checkpoints, cfg, resuming=False)
+    _checkpoint(checkpoints, 3)
+    read, real = [], ckpt._read
+    monkeypatch.setattr(ckpt, "_read", lambda record: read.append(record.name) or real(record))
+    assert resumable(cfg)
+    check_settings(checkpoints, cfg, resuming=True)
+    assert read == [SETTINGS_FILE, SETTINGS_FILE]  # once for each, world size and settings from the same read
+
+
 def test_a_resume_with_other_settings_fails_in_one_line(cfg_tiny, capsys):
     # (a learning rate or epoch count of its own names another model directory: tiny-...-lr0.001-ep1)
     cfg = cfg_tiny.prepared()
