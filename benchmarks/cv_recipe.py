@@ -291,7 +291,7 @@ def main() -> None:
         return
     summary = summarise(done)
     if variant:
-        summary["pretrain"] = [f["pretrain"] for f in done]
+        summary["pretrain_epochs"], summary["pretrain"] = args.pretrain_epochs, [f["pretrain"] for f in done]
         summary["against_plain"] = against_plain(done, finished_folds(work_dir(args.fold_seed), VERSION))
     path = results_file(args.fold_seed, variant)
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))

@@ -246,6 +246,23 @@ def previous_cv(r: dict) -> str:
             f"{len(r['combiners'])} folds.")
 
 
+def tapt_table(r: dict) -> str:
+    """Task-adaptive pretraining (cv_recipe.py --pretrain-epochs) against the plain recipe on the same folds."""
+    a, seed = r["against_plain"], r["fold_seed"]
+    flag = "" if seed == 42 else f" --fold-seed {seed}"
+    steps = ", ".join(str(p["steps"]) for p in r["pretrain"])
+    lines = [f"**Task-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --pretrain-epochs "
+             f"{r['pretrain_epochs']:g}{flag}`; folds {', '.join(map(str, a['folds']))} of {r['k']} drawn with seed "
+             f"{seed} so far; e5-small pretrained on each fold's training articles alone ({steps} steps), then the "
+             "recipe; against the plain recipe on the same articles)", "",
+             "| model | plain, mean by fold | pretrained, mean by fold | pretrained − plain, pooled [95% CI] "
+             "(p bootstrap, McNemar) | pretrained − baseline, pooled |", "|---|---:|---:|---:|---:|"]
+    for m, name in (("fine_tuned", "e5-small fine-tune"), ("ensemble", "ensemble (baseline + e5-small)")):
+        lines.append(f"| {name} | {a[m]['plain_macro_f1_mean']:.3f} | {a[m]['macro_f1_mean']:.3f} | "
+                     f"{paired_cell(a[m]['vs_plain'])} | {paired_cell(r.get(m, {}).get('vs_baseline'))} |")
+    return "\n".join(lines)
+
+
 def splits_table(r: dict) -> str:
     """The demo recipe against the baseline on several seeded splits of the sample corpus."""
     lines = [f"**Sample corpus, {len(r['splits'])} seeded splits** (`{r['config']}`, test splits of "
@@ -272,7 +289,8 @@ def render() -> str:
         path = RESULTS / f"{key}.json"
         if path.is_file():
             parts.append(accuracy_table(title, json.loads(path.read_text())))
-    for path in sorted(RESULTS.glob("security-cv-seed*.json"), reverse=True):  # replications on other partitions
+    partitions = sorted(RESULTS.glob("security-cv-seed*.json"), reverse=True)  # replications on other partitions
+    for path in [p for p in partitions if re.fullmatch(r"security-cv-seed\d+\.json", p.name)]:
         parts.append(cv_table(json.loads(path.read_text())))
     path = RESULTS / "security-cv.json"
     if path.is_file():
@@ -280,6 +298,9 @@ def render() -> str:
     path = RESULTS / "security-cv-v1.json"
     if path.is_file():
         parts.append(previous_cv(json.loads(path.read_text())))
+    for path in sorted(RESULTS.glob("security-cv*-tapt.json")):
+        if (tapt := json.loads(path.read_text())).get("against_plain"):
+            parts.append(tapt_table(tapt))
     path = RESULTS / "security-seeds.json"
     seeds = json.loads(path.read_text()) if path.is_file() else {}
     if seeds.get("summary"):

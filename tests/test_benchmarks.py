@@ -360,3 +360,12 @@ def test_cv_pretrained_variant_is_tested_against_the_plain_recipe_on_the_same_fo
     assert vs["n"] == 60 and vs["only_a_right"] == 30 and vs["only_b_right"] == 0 and vs["macro_f1_diff"] > 0.4
     assert out["fine_tuned"]["macro_f1_mean"] == 1.0 and out["fine_tuned"]["plain_macro_f1_mean"] < 0.6
     assert cv.against_plain(variant, []) == {}
+    report = _module("report")
+    table = report.tapt_table({"against_plain": out, "fold_seed": 7, "k": 5, "pretrain_epochs": 3.0,
+                               "pretrain": [{"steps": 213}, {"steps": 214}]})
+    assert "`python benchmarks/cv_recipe.py --pretrain-epochs 3 --fold-seed 7`; folds 0, 1 of 5" in table
+    assert "(213, 214 steps)" in table
+    row = next(line for line in table.splitlines() if line.startswith("| ensemble"))
+    assert row.startswith(f"| ensemble (baseline + e5-small) | {out['ensemble']['plain_macro_f1_mean']:.3f} | 1.000 | "
+                          f"{vs['macro_f1_diff']:+.3f} [")
+    assert row.endswith(") |  |")  # no baseline in these folds: that cell is empty
