@@ -27,7 +27,8 @@ training of e5-small on that fold's training articles alone (never its validatio
 the fine-tune starts from that backbone. Its folds live in their own folder (work/cv/tapt, or seed-S/tapt) and
 results file (security-cv-tapt.json, security-cv-seed{S}-tapt.json), on the same partition as the plain recipe, so
 that where the plain recipe's folds are saved the summary also tests the pretrained fine-tune and ensemble against
-them on the same articles (`vs_plain`). A finished pretraining is reused when the job runs again.
+them on the same articles (`vs_plain`). A finished pretraining is reused when the job runs again with the same
+number of epochs; another number is refused (move the tapt folder away to measure it).
 """
 
 from __future__ import annotations
@@ -96,7 +97,11 @@ def pretrained_backbone(data: list[str], train_file: Path, out: Path, epochs: fl
     from pipeline.pretrain import PRETRAIN_FILE, pretrain
 
     if (out / PRETRAIN_FILE).is_file():
-        return json.loads((out / PRETRAIN_FILE).read_text())
+        saved = json.loads((out / PRETRAIN_FILE).read_text())
+        if saved.get("settings", {}).get("epochs", epochs) != epochs:
+            raise SystemExit(f"error: {out} was pretrained for {saved['settings']['epochs']:g} epochs, not {epochs:g}; "
+                             f"move {out.parents[1]} away to measure another number")
+        return saved
     cfg = load_config([*CONFIGS, *E5], [*data, f"pretrain.epochs={epochs}"])
     prepare(cfg)
     return pretrain(cfg, [str(train_file)], out)

@@ -136,7 +136,7 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path) -> di
                   "steps": trainer.state.global_step, "new_head_tensors": len(new_head),
                   "mlm_loss_before": round(before, 4), "mlm_loss_after": round(after, 4),
                   "perplexity_before": round(math.exp(before), 2), "perplexity_after": round(math.exp(after), 2),
-                  "seconds": round(time.time() - started, 1)}
+                  "seconds": round(time.time() - started, 1), "settings": p.model_dump(mode="json")}
         with quiet_transformers():
             encoder = AutoModel.from_pretrained(name, use_safetensors=True, trust_remote_code=False)
         loaded = encoder.load_state_dict(mlm.base_model.state_dict(), strict=False)  # the pooler stays the base's

@@ -343,6 +343,17 @@ def test_cv_pretrained_variant_pretrains_on_the_folds_training_articles_and_live
     assert not (tmp_path / "cv" / "fold-1.json").exists()  # the plain recipe's folds are left alone
 
 
+def test_cv_reuses_a_finished_pretraining_only_for_the_same_epochs(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    cv = _module("cv_recipe")
+    out = tmp_path / "tapt" / "models" / "e5-small-tapt-fold-0"
+    out.mkdir(parents=True)
+    (out / "pretrain.json").write_text(json.dumps({"steps": 213, "settings": {"epochs": 3.0}}))
+    assert cv.pretrained_backbone([], tmp_path / "train.jsonl", out, 3)["steps"] == 213  # reused, nothing trains
+    with pytest.raises(SystemExit, match=r"pretrained for 3 epochs, not 1; move .*tapt away"):
+        cv.pretrained_backbone([], tmp_path / "train.jsonl", out, 1)
+
+
 def test_cv_pretrained_variant_is_tested_against_the_plain_recipe_on_the_same_folds():
     cv = _module("cv_recipe")
     truth = ["a", "b", "c"] * 10

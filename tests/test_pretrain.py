@@ -27,6 +27,7 @@ def test_pretrain_writes_a_backbone_that_fine_tunes_and_never_reads_held_out_art
     assert "held-out masked-LM perplexity" in printed
     report = json.loads((out / "pretrain.json").read_text())
     assert report["steps"] == 6 and report["articles"] == len(unlabelled)
+    assert report["settings"]["max_steps"] == 6 and report["settings"]["batch_size"] == 8  # self-describing
     assert report["new_head_tensors"] > 0 and "has no masked-LM head" in printed  # the tiny encoder ships none
     before, after = load_file(tiny_bert / "model.safetensors"), load_file(out / "model.safetensors")
     layer = next(k for k in after if "encoder" in k and k.endswith("query.weight"))
