@@ -284,10 +284,10 @@ def main() -> None:
     work = work_dir(args.fold_seed, variant)
     work.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
+        finished = {f["fold"] for f in finished_folds(work, VERSION)}
         for fold in args.folds:
-            saved = work / f"fold-{fold}.json"
-            if saved.is_file() and json.loads(saved.read_text()).get("recipe") == VERSION:
-                print(f"fold {fold}: done already ({saved})")
+            if fold in finished:
+                print(f"fold {fold}: done already ({work / f'fold-{fold}.json'})")
                 continue
             run_fold(rows, fold, args.overrides, args.fold_seed, args.pretrain_epochs)
     done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in finished_folds(work, VERSION)]
@@ -305,10 +305,10 @@ def main() -> None:
         ci = s["pooled_intervals"]["macro_f1"]
         print(f"{m}: mean macro-F1 {s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} over {len(done)} folds; "
               f"pooled {ci}" + (f"; vs baseline {s['vs_baseline']}" if "vs_baseline" in s else ""))
-    for m, s in summary.get("against_plain", {}).items():
-        if m != "folds":
-            print(f"{m}, pretrained against plain on folds {summary['against_plain']['folds']}: "
-                  f"{s['macro_f1_mean']:.3f} against {s['plain_macro_f1_mean']:.3f}; {s['vs_plain']}")
+    plain = summary.get("against_plain")
+    for m in PLAIN_MODELS if plain else ():
+        print(f"{m}, pretrained against plain on folds {plain['folds']}: "
+              f"{plain[m]['macro_f1_mean']:.3f} against {plain[m]['plain_macro_f1_mean']:.3f}; {plain[m]['vs_plain']}")
     print(f"wrote {path}")
 
 
