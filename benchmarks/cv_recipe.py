@@ -207,14 +207,19 @@ def pooled(y: np.ndarray, preds: dict[str, np.ndarray], labels: list[str]) -> di
     return out
 
 
+def encoder(labels: list[str]) -> Any:
+    """A function that turns label names into their positions in `labels`, as the paired tests take them."""
+    index = {lb: i for i, lb in enumerate(labels)}
+    return lambda names: np.array([index[n] for n in names])
+
+
 def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-fold mean and sd, pooled out-of-fold figures with intervals, and paired tests against the baseline."""
     truth = [t for f in folds for t in f["truth"]]
     labels = sorted(set(truth))
-    index = {lb: i for i, lb in enumerate(labels)}
-    y = np.array([index[t] for t in truth])
+    encode = encoder(labels)
     models = [m for m in MODELS if all(m in f["pred"] for f in folds)]
-    figures = pooled(y, {m: np.array([index[p] for f in folds for p in f["pred"][m]]) for m in models}, labels)
+    figures = pooled(encode(truth), {m: encode([p for f in folds for p in f["pred"][m]]) for m in models}, labels)
     out: dict[str, Any] = {"k": FOLDS, "fold_seed": folds[0].get("fold_seed", SEED),
                            "folds": [f["fold"] for f in folds], "rows": len(truth), "labels": labels}
     for m in models:
@@ -241,12 +246,12 @@ def against_plain(folds: list[dict[str, Any]], plain: list[dict[str, Any]]) -> d
     if not pairs:
         return {}
     labels = sorted({t for f, _ in pairs for t in f["truth"]})
-    index = {lb: i for i, lb in enumerate(labels)}
-    y = np.array([index[t] for f, _ in pairs for t in f["truth"]])
+    encode = encoder(labels)
+    y = encode([t for f, _ in pairs for t in f["truth"]])
     out: dict[str, Any] = {"folds": [f["fold"] for f, _ in pairs]}
     for m in PLAIN_MODELS:
-        a = np.array([index[x] for f, _ in pairs for x in f["pred"][m]])
-        b = np.array([index[x] for _, p in pairs for x in p["pred"][m]])
+        a = encode([x for f, _ in pairs for x in f["pred"][m]])
+        b = encode([x for _, p in pairs for x in p["pred"][m]])
         out[m] = {"macro_f1_mean": round(float(np.mean([macro_f1(f["truth"], f["pred"][m]) for f, _ in pairs])), 4),
                   "plain_macro_f1_mean": round(float(np.mean([macro_f1(p["truth"], p["pred"][m]) for _, p in pairs])),
                                                4),

@@ -248,8 +248,10 @@ def previous_cv(r: dict) -> str:
 
 def tapt_table(r: dict) -> str:
     """Task-adaptive pretraining (cv_recipe.py --pretrain-epochs) against the plain recipe on the same folds."""
+    from cv_recipe import SEED
+
     a, seed = r["against_plain"], r["fold_seed"]
-    flag = "" if seed == 42 else f" --fold-seed {seed}"
+    flag = "" if seed == SEED else f" --fold-seed {seed}"
     steps = ", ".join(str(p["steps"]) for p in r["pretrain"])
     lines = [f"**Task-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --pretrain-epochs "
              f"{r['pretrain_epochs']:g}{flag}`; folds {', '.join(map(str, a['folds']))} of {r['k']} drawn with seed "
