@@ -29,6 +29,14 @@ results file (security-cv-tapt.json, security-cv-seed{S}-tapt.json), on the same
 that where the plain recipe's folds are saved the summary also tests the pretrained fine-tune and ensemble against
 them on the same articles (`vs_plain`). A finished pretraining is reused when the job runs again with the same
 number of epochs; another number is refused (move the tapt folder away to measure it).
+
+`--backbone DIR` fine-tunes from one pretrained backbone on every fold, such as benchmarks/dapt.py's
+(domain-adaptive pretraining on unlabelled news of the same outlets). It must have been pretrained with the corpus
+excluded (`pipeline pretrain --exclude`, recorded in its pretrain.json), or it could have read the folds' test
+articles; it is refused otherwise. Its folds and results are a variant named after the directory (work/cv/NAME,
+security-cv-NAME.json), compared with the plain recipe on the same folds as the pretrained variant is.
+
+    python benchmarks/cv_recipe.py --backbone models/pretrained/e5-small-ant-dapt
 """
 
 from __future__ import annotations
@@ -53,6 +61,12 @@ SEED = 42
 
 PLAIN_MODELS = ("fine_tuned", "ensemble")  # compared with the pretrained variant's on the same folds
 VARIANT = "tapt"
+
+
+def variant_name(pretrain_epochs: float, backbone: Path | None) -> str:
+    """The variant a run measures: "" for the plain recipe, VARIANT for per-fold pretraining, else the backbone's
+    directory name."""
+    return VARIANT if pretrain_epochs else backbone.name if backbone is not None else ""
 
 
 def work_dir(seed: int, variant: str = "") -> Path:
@@ -107,14 +121,26 @@ def pretrained_backbone(data: list[str], train_file: Path, out: Path, epochs: fl
     return pretrain(cfg, [str(train_file)], out)
 
 
+def checked_backbone(path: Path) -> dict[str, Any]:
+    """A pretrained backbone's record, when its pretraining left out every article of the corpus; else exit."""
+    from pipeline.pretrain import PRETRAIN_FILE
+
+    record = path / PRETRAIN_FILE
+    saved = json.loads(record.read_text()) if record.is_file() else {}
+    if str(CORPUS.resolve()) not in saved.get("left_out", {}).get("exclude", []):
+        raise SystemExit(f"error: {path} was not pretrained with --exclude {CORPUS} ({record} does not record it), so "
+                         "it may have read the folds' test articles; pretrain it with benchmarks/dapt.py")
+    return saved
+
+
 def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: int = SEED,
-             pretrain_epochs: float = 0) -> dict[str, Any]:
+             pretrain_epochs: float = 0, backbone: Path | None = None) -> dict[str, Any]:
     """The recipe's models on one fold (with `pretrain_epochs`, the fine-tune from a backbone pretrained on the
-    fold's training articles); their predictions on the fold's test articles."""
+    fold's training articles; with `backbone`, from that one); their predictions on the fold's test articles."""
     from recipe import VERSION, run_recipe, split_data
 
     started = time.time()
-    variant = VARIANT if pretrain_epochs else ""
+    variant = variant_name(pretrain_epochs, backbone)
     work = work_dir(seed, variant)
     files = fold_files(rows, fold, seed, variant)
     data = [*split_data(dataset(fold, seed, variant), files, work),
@@ -123,6 +149,9 @@ def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: 
     if pretrain_epochs:
         backbone = work / "models" / f"e5-small-tapt-fold-{fold}"
         pretrained = pretrained_backbone(data, files["train"], backbone, pretrain_epochs)
+        overrides = [*overrides, f"model.name_or_path={backbone}"]
+    elif backbone is not None:
+        pretrained = {"backbone": str(backbone), **checked_backbone(backbone)}
         overrides = [*overrides, f"model.name_or_path={backbone}"]
     cfg, runs = run_recipe(data, overrides)
     dirs = {kind: run.model_dir for kind, run in runs.items()}
@@ -133,7 +162,7 @@ def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: 
               "ensemble": {k: ens.metrics["ensemble"].get(k) for k in ("combiner", "note")},
               "pairs": combiners, "recipe": VERSION,
               "wall_seconds": round(time.time() - started, 1), "overrides": overrides, "fold_seed": seed,
-              "pretrain": pretrained}
+              "pretrain": pretrained, "variant": variant}
     (work / f"fold-{fold}.json").write_text(json.dumps(result, ensure_ascii=False))
     print(f"fold {fold}: " + ", ".join(f"{m} {macro_f1(result['truth'], pred[m]):.3f}" for m in MODELS), flush=True)
     return result
@@ -172,7 +201,7 @@ def add_pairs(fold: dict[str, Any]) -> dict[str, Any]:
 
     from pipeline.config import load_config
 
-    seed, variant = fold.get("fold_seed", SEED), VARIANT if fold.get("pretrain") else ""
+    seed, variant = fold.get("fold_seed", SEED), fold.get("variant", VARIANT if fold.get("pretrain") else "")
     work = work_dir(seed, variant)
     cfg = load_config(CONFIGS, [f"data.name={dataset(fold['fold'], seed, variant)}",
                                 f"data.processed_dir={work / 'processed'}"])
@@ -272,6 +301,8 @@ def main() -> None:
     ap.add_argument("--fold-seed", type=int, default=SEED, help="the partition's seed (42: accuracy.py's folds)")
     ap.add_argument("--pretrain-epochs", type=float, default=0,
                     help="pretrain e5-small on each fold's training articles for this many epochs first (0: no)")
+    ap.add_argument("--backbone", type=Path, default=None,
+                    help="fine-tune every fold from this backbone, pretrained with the corpus excluded (dapt.py)")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
     args = ap.parse_args()
     if not CORPUS.is_file():
@@ -285,7 +316,11 @@ def main() -> None:
     cfg = load_config(CONFIGS)
     prepare(cfg)
     rows = [r for s in SPLITS for r in load_split(cfg, s)]  # normalised and deduplicated, as the baseline's CV
-    variant = VARIANT if args.pretrain_epochs else ""
+    if args.pretrain_epochs and args.backbone:
+        raise SystemExit("error: --pretrain-epochs and --backbone are two variants; measure one at a time")
+    if args.backbone is not None:
+        checked_backbone(args.backbone)
+    variant = variant_name(args.pretrain_epochs, args.backbone)
     work = work_dir(args.fold_seed, variant)
     work.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
@@ -294,14 +329,16 @@ def main() -> None:
             if fold in finished:
                 print(f"fold {fold}: done already ({work / f'fold-{fold}.json'})")
                 continue
-            run_fold(rows, fold, args.overrides, args.fold_seed, args.pretrain_epochs)
+            run_fold(rows, fold, args.overrides, args.fold_seed, args.pretrain_epochs, args.backbone)
     done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in finished_folds(work, VERSION)]
     if not done:
         print("no fold finished yet")
         return
     summary = summarise(done)
     if variant:
-        summary["pretrain_epochs"], summary["pretrain"] = args.pretrain_epochs, [f["pretrain"] for f in done]
+        summary["variant"], summary["pretrain"] = variant, [f["pretrain"] for f in done]
+        if args.pretrain_epochs:
+            summary["pretrain_epochs"] = args.pretrain_epochs
         summary["against_plain"] = against_plain(done, finished_folds(work_dir(args.fold_seed), VERSION))
     path = results_file(args.fold_seed, variant)
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))

@@ -246,17 +246,28 @@ def previous_cv(r: dict) -> str:
             f"{len(r['combiners'])} folds.")
 
 
-def tapt_table(r: dict) -> str:
-    """Task-adaptive pretraining (cv_recipe.py --pretrain-epochs) against the plain recipe on the same folds."""
+def variant_table(r: dict) -> str:
+    """A pretrained variant of the recipe (cv_recipe.py --pretrain-epochs: a pretraining per fold; --backbone: one
+    backbone for every fold) against the plain recipe on the same folds."""
     from cv_recipe import SEED
 
     a, seed = r["against_plain"], r["fold_seed"]
+    folds = f"folds {', '.join(map(str, a['folds']))} of {r['k']} drawn with seed {seed}"
     flag = "" if seed == SEED else f" --fold-seed {seed}"
-    steps = ", ".join(str(p["steps"]) for p in r["pretrain"])
-    lines = [f"**Task-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --pretrain-epochs "
-             f"{r['pretrain_epochs']:g}{flag}`; folds {', '.join(map(str, a['folds']))} of {r['k']} drawn with seed "
-             f"{seed} so far; e5-small pretrained on each fold's training articles alone ({steps} steps), then the "
-             "recipe; against the plain recipe on the same articles)", "",
+    if "pretrain_epochs" in r:
+        steps = ", ".join(str(p["steps"]) for p in r["pretrain"])
+        head = (f"**Task-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --pretrain-epochs "
+                f"{r['pretrain_epochs']:g}{flag}`; {folds} so far; e5-small pretrained on each fold's training "
+                f"articles alone ({steps} steps), then the recipe")
+    else:
+        b = r["pretrain"][0]
+        source = b.get("input", {})
+        head = (f"**Domain-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --backbone "
+                f"{b['backbone']}{flag}`; {folds} so far; e5-small pretrained once on {b['articles']} unlabelled "
+                f"articles{' of ANT ' + ' and '.join(source['sections']) if source.get('sections') else ''} "
+                f"({b['steps']} steps; {b['left_out']['articles']} copies of security-corpus articles left out), "
+                "then the recipe on every fold")
+    lines = [f"{head}; against the plain recipe on the same articles)", "",
              "| model | plain, mean by fold | pretrained, mean by fold | pretrained − plain, pooled [95% CI] "
              "(p bootstrap, McNemar) | pretrained − baseline, pooled |", "|---|---:|---:|---:|---:|"]
     for m, name in (("fine_tuned", "e5-small fine-tune"), ("ensemble", "ensemble (baseline + e5-small)")):
@@ -300,9 +311,9 @@ def render() -> str:
     path = RESULTS / "security-cv-v1.json"
     if path.is_file():
         parts.append(previous_cv(json.loads(path.read_text())))
-    for path in sorted(RESULTS.glob("security-cv*-tapt.json")):
-        if (tapt := json.loads(path.read_text())).get("against_plain"):
-            parts.append(tapt_table(tapt))
+    for path in sorted(RESULTS.glob("security-cv*.json")):
+        if (variant := json.loads(path.read_text())).get("against_plain"):
+            parts.append(variant_table(variant))
     path = RESULTS / "security-seeds.json"
     seeds = json.loads(path.read_text()) if path.is_file() else {}
     if seeds.get("summary"):

@@ -70,9 +70,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from pipeline.pretrain import pretrain
 
     cfg = cfg_of(args)
-    r = pretrain(cfg, args.input, args.output)
-    print(f"{r['articles']} articles, {r['steps']} steps: held-out masked-LM perplexity {r['perplexity_before']} -> "
-          f"{r['perplexity_after']}")
+    r = pretrain(cfg, args.input, args.output, args.exclude)
+    print(f"{r['articles']} articles ({r['left_out']['articles']} left out as copies of held-out or excluded ones), "
+          f"{r['steps']} steps: held-out masked-LM perplexity {r['perplexity_before']} -> {r['perplexity_after']}")
     if r["new_head_tensors"]:
         print(f"note: {cfg.model.name_or_path} has no masked-LM head ({r['new_head_tensors']} tensors started "
               "random, so the perplexity before is a random head's); the steps train that head as well as the encoder, "
@@ -85,6 +85,9 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     config_args(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="unlabelled JSONL/CSV/Parquet/folders")
     p.add_argument("--output", required=True, help="the backbone directory to write")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="PATH",
+                   help="labelled files whose articles (or near copies) pretraining must not read, e.g. a corpus "
+                        "that will be cross-validated; the prepared validation and test splits are always left out")
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:

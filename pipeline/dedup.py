@@ -79,3 +79,36 @@ def deduplicate(rows: list[dict[str, Any]], cfg: DedupConfig) -> tuple[list[dict
              "conflict_rows_removed": sum(len(c) for c in conflicts), "conflict_examples": conflicts[:20],
              "duplicates_of_corpus": dict(of_corpus)}
     return kept, stats
+
+
+class KnownTexts:
+    """Texts to recognise again among unlabelled ones: exactly (digest) or, with `cfg.near`, nearly (Jaccard of word
+    shingles at or above `cfg.threshold`, MinHash LSH), so that an edited copy of a held-out article is caught too.
+    `hits` counts the texts recognised."""
+
+    def __init__(self, texts: list[str], cfg: DedupConfig) -> None:
+        self.cfg, self.hits = cfg, 0
+        self.digests = {text_digest(t) for t in texts}
+        self.lsh, self.hashes = None, []
+        if cfg.near and texts:
+            from datasketch import MinHash, MinHashLSH
+
+            self.hashes = MinHash.bulk((shingles(t, cfg.shingle_size) for t in texts), num_perm=cfg.num_perm)
+            self.lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+            for i, mh in enumerate(self.hashes):
+                self.lsh.insert(i, mh)
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def __contains__(self, text: str) -> bool:
+        found = text_digest(text) in self.digests or (self.lsh is not None and self._near(text))
+        self.hits += found
+        return found
+
+    def _near(self, text: str) -> bool:
+        from datasketch import MinHash
+
+        mh = MinHash(num_perm=self.cfg.num_perm)
+        mh.update_batch(shingles(text, self.cfg.shingle_size))
+        return any(mh.jaccard(self.hashes[j]) >= self.cfg.threshold for j in self.lsh.query(mh))

@@ -1,7 +1,8 @@
 """`pipeline pretrain`: domain-adaptive pretraining, masked-LM training of the backbone on unlabelled Arabic news.
 
 The output is a backbone directory (the encoder with its pooler, and the tokenizer) that `model.name_or_path`
-accepts. Articles of the prepared validation and test splits are left out, so the fine-tune evaluated on them never
+accepts. Articles of the prepared validation and test splits, and of any labelled file named to exclude (a corpus to
+be cross-validated), are left out, exact copies or near ones (`data.dedup`), so a fine-tune evaluated on them never
 saw their text, not even unlabelled. Masked-LM loss and perplexity on a held-out 5% are measured before and after.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.data import processed_dir
+from pipeline.dedup import KnownTexts
 from pipeline.errors import DataError, ModelError
 from pipeline.jobs import exclusive
 from pipeline.readers import iter_rows, read_jsonl
@@ -25,30 +27,42 @@ from pipeline.tracking import Tracker
 PRETRAIN_FILE = "pretrain.json"
 
 
-def held_out_texts(cfg: Config) -> set[str]:
-    """Digests of the prepared validation and test texts (normalised), when the config's splits exist."""
-    out: set[str] = set()
+def held_out_texts(cfg: Config, exclude: list[str] = (), normalise: Normalizer | None = None) -> KnownTexts:
+    """The prepared validation and test texts (when the config's splits exist) and every article of the `exclude`
+    files (normalised as unlabelled text is), to recognise exactly or nearly. An unreadable row of an `exclude` file
+    is an error: an article that cannot be read cannot be left out."""
+    normalise = normalise or Normalizer(cfg.text, frozenset())
+    texts: list[str] = []
     for split in ("validation", "test"):
         path = processed_dir(cfg) / f"{split}.jsonl"
         if path.is_file():
-            out |= {text_digest(r["text"]) for r in read_jsonl(path)}
-    return out
+            texts += [r["text"] for r in read_jsonl(path)]
+    for path in exclude:
+        for row in iter_rows(path):
+            if row.error:
+                raise DataError(f"{row.where}: {row.error.replace('_', ' ')} ({row.detail}); an article to leave out "
+                                "must be readable", row.error)
+            if text := normalise(join_fields(row.data.get(f) for f in cfg.data.text_fields)):
+                texts.append(text)
+    return KnownTexts(texts, cfg.data.dedup)
 
 
-def unlabelled_texts(cfg: Config, inputs: list[str], limit: int | None, skip: set[str] | None = None,
+def unlabelled_texts(cfg: Config, inputs: list[str], limit: int | None, skip: KnownTexts | None = None,
                      normalise: Normalizer | None = None) -> Iterator[str]:
-    """Normalised texts of the inputs' rows (the config's text fields), each once, none whose digest is in `skip`
-    (default: the prepared validation and test articles); `normalise` defaults to the config's, without chrome."""
+    """Normalised texts of the inputs' rows (the config's text fields), each once, none of them (or a near copy) in
+    `skip` (default: the prepared validation and test articles); `normalise` defaults to the config's, without
+    chrome."""
     normalise = normalise or Normalizer(cfg.text, frozenset())
-    skip = held_out_texts(cfg) if skip is None else set(skip)
+    skip = held_out_texts(cfg, normalise=normalise) if skip is None else skip
+    seen: set[str] = set()
     given = 0
     for path in inputs:
         for row in iter_rows(path):
             if row.error or not row.data:
                 continue
             text = normalise(join_fields(row.data.get(f) for f in cfg.data.text_fields))
-            if text and (digest := text_digest(text)) not in skip:
-                skip.add(digest)
+            if text and (digest := text_digest(text)) not in seen and text not in skip:
+                seen.add(digest)
                 yield text
                 given += 1
                 if limit and given >= limit:
@@ -73,15 +87,16 @@ def masked_positions_loss(model: Any, inputs: dict[str, Any]) -> Any:
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
-def pretrain(cfg: Config, inputs: list[str], output: str | Path) -> dict[str, Any]:
-    """Continue masked-LM training of `model.name_or_path` on the inputs; write a backbone directory."""
+def pretrain(cfg: Config, inputs: list[str], output: str | Path, exclude: list[str] = ()) -> dict[str, Any]:
+    """Continue masked-LM training of `model.name_or_path` on the inputs, leaving out the held-out splits' articles
+    and those of the `exclude` files; write a backbone directory."""
     out = Path(output)
     tracker = Tracker(cfg)
     with exclusive(out, "backbone directory"):
-        return _pretrain(cfg, tracker, inputs, out)
+        return _pretrain(cfg, tracker, inputs, out, list(exclude))
 
 
-def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path) -> dict[str, Any]:
+def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclude: list[str]) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import (
@@ -105,7 +120,8 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path) -> di
     set_seed(cfg.train.seed)
     set_threads(cfg.train.threads)
     tokenizer = load_tokenizer(name)
-    texts = list(unlabelled_texts(cfg, inputs, p.max_docs))
+    held_out = held_out_texts(cfg, exclude)
+    texts = list(unlabelled_texts(cfg, inputs, p.max_docs, held_out))
     if len(texts) < 20:
         raise DataError(f"{', '.join(inputs)}: {len(texts)} usable articles; masked-LM pretraining needs at least 20",
                         "too_few_rows")
@@ -136,7 +152,9 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path) -> di
                   "steps": trainer.state.global_step, "new_head_tensors": len(new_head),
                   "mlm_loss_before": round(before, 4), "mlm_loss_after": round(after, 4),
                   "perplexity_before": round(math.exp(before), 2), "perplexity_after": round(math.exp(after), 2),
-                  "seconds": round(time.time() - started, 1), "settings": p.model_dump(mode="json")}
+                  "seconds": round(time.time() - started, 1), "settings": p.model_dump(mode="json"),
+                  "left_out": {"articles": held_out.hits, "known": len(held_out),
+                               "exclude": [str(Path(e).resolve()) for e in exclude]}}
         with quiet_transformers():
             encoder = AutoModel.from_pretrained(name, use_safetensors=True, trust_remote_code=False)
         loaded = encoder.load_state_dict(mlm.base_model.state_dict(), strict=False)  # the pooler stays the base's

@@ -4,7 +4,8 @@ Round 0 trains on the prepared splits. Each next round scores the unlabelled poo
 the most confident articles of each label (at most `train.pseudo_per_class`, at or above `train.pseudo_threshold`,
 so no label floods the others), adds them to the training split of a new prepared dataset `<name>-self<r>`
 (validation and test copied unchanged: pseudo-labels are never drawn from them, and the pool is deduplicated
-against every labelled article first), and trains again. The round with the best validation macro-F1 is kept.
+against every labelled article first, exact or near copies), and trains again. The round with the best validation
+macro-F1 is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from pipeline.artifacts import read_boilerplate, run_name
 from pipeline.config import Config
 from pipeline.data import BOILERPLATE_FILE, REPORT_FILE, SPLITS, load_split, processed_dir
+from pipeline.dedup import KnownTexts
 from pipeline.errors import DataError
 from pipeline.labels import load_labels
 from pipeline.pretrain import unlabelled_texts
@@ -29,7 +31,7 @@ from pipeline.text import Normalizer, text_digest
 
 def unlabelled_pool(cfg: Config) -> list[dict[str, Any]]:
     """The unlabelled articles, normalised as training was, each once, none of them a labelled article."""
-    labelled = {text_digest(r["text"]) for s in SPLITS for r in load_split(cfg, s)}
+    labelled = KnownTexts([r["text"] for s in SPLITS for r in load_split(cfg, s)], cfg.data.dedup)
     normalise = Normalizer(cfg.text, read_boilerplate(processed_dir(cfg)))
     pool = [{"id": f"pseudo-{text_digest(text)[:16]}", "text": text}
             for text in unlabelled_texts(cfg, [cfg.train.unlabelled], None, labelled, normalise)]

@@ -343,6 +343,34 @@ def test_cv_pretrained_variant_pretrains_on_the_folds_training_articles_and_live
     assert not (tmp_path / "cv" / "fold-1.json").exists()  # the plain recipe's folds are left alone
 
 
+def test_cv_with_a_given_backbone_takes_only_one_pretrained_without_the_corpus(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    cv = _module("cv_recipe")
+    import recipe
+
+    monkeypatch.setattr(cv, "WORK", tmp_path / "cv")
+    backbone = tmp_path / "e5-small-dapt"
+    backbone.mkdir()
+    record = {"steps": 250, "left_out": {"articles": 1, "exclude": ["/elsewhere/other.jsonl"]}}
+    (backbone / "pretrain.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"e5-small-dapt was not pretrained with --exclude .*labelled\.jsonl"):
+        cv.checked_backbone(backbone)
+    record["left_out"]["exclude"].append(str(cv.CORPUS.resolve()))
+    (backbone / "pretrain.json").write_text(json.dumps(record))
+    trained = []
+    monkeypatch.setattr(recipe, "run_recipe", lambda data, overrides: trained.append((data, overrides)) or (
+        None, {k: type("Run", (), {"model_dir": tmp_path / k, "metrics": {"ensemble": {}}})()
+               for k in ("baseline", "fine_tuned", "ensemble")}))
+    monkeypatch.setattr(cv, "predictions", lambda cfg, dirs, probs: ({m: ["a"] * 8 for m in cv.MODELS}, ["a"] * 8, {}))
+    rows = [{"id": str(i), "text": f"article {i}", "label": "ab"[i % 2]} for i in range(40)]
+    fold = cv.run_fold(rows, 2, [], 42, backbone=backbone)
+    (data, overrides), = trained
+    assert overrides == [f"model.name_or_path={backbone}"] and "data.name=security-news-cv2-e5-small-dapt" in data
+    assert fold["variant"] == "e5-small-dapt" and fold["pretrain"]["steps"] == 250
+    assert (tmp_path / "cv" / "e5-small-dapt" / "fold-2.json").is_file()
+    assert not (tmp_path / "cv" / "fold-2.json").exists()  # the plain recipe's folds are left alone
+
+
 def test_cv_reuses_a_finished_pretraining_only_for_the_same_epochs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     cv = _module("cv_recipe")
@@ -372,7 +400,13 @@ def test_cv_pretrained_variant_is_tested_against_the_plain_recipe_on_the_same_fo
     assert out["fine_tuned"]["macro_f1_mean"] == 1.0 and out["fine_tuned"]["plain_macro_f1_mean"] < 0.6
     assert cv.against_plain(variant, []) == {}
     report = _module("report")
-    table = report.tapt_table({"against_plain": out, "fold_seed": 7, "k": 5, "pretrain_epochs": 3.0,
+    dapt = report.variant_table({"against_plain": out, "fold_seed": 42, "k": 5, "pretrain": [
+        {"backbone": "models/pretrained/dapt", "articles": 3999, "steps": 250, "left_out": {"articles": 1},
+         "input": {"sections": ["internationalNews", "middleEast"]}}]})
+    assert "**Domain-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --backbone " \
+           "models/pretrained/dapt`; folds 0, 1 of 5 drawn with seed 42 so far; e5-small pretrained once on 3999 " \
+           "unlabelled articles of ANT internationalNews and middleEast (250 steps; 1 copies" in dapt
+    table = report.variant_table({"against_plain": out, "fold_seed": 7, "k": 5, "pretrain_epochs": 3.0,
                                "pretrain": [{"steps": 213}, {"steps": 214}]})
     assert "`python benchmarks/cv_recipe.py --pretrain-epochs 3 --fold-seed 7`; folds 0, 1 of 5" in table
     assert "(213, 214 steps)" in table

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from pipeline.cli import main
 from pipeline.data import processed_dir
 from pipeline.errors import DataError
-from pipeline.pretrain import masked_positions_loss, pretrain, unlabelled_texts
+from pipeline.pretrain import held_out_texts, masked_positions_loss, pretrain, unlabelled_texts
 from pipeline.readers import read_jsonl
 
 
@@ -20,13 +20,17 @@ def test_pretrain_writes_a_backbone_that_fine_tunes_and_never_reads_held_out_art
     dump = write_jsonl(tmp_path / "dump.jsonl", unlabelled + read_jsonl(processed_dir(cfg) / "test.jsonl"))
     texts = list(unlabelled_texts(cfg, [str(dump)], None))
     assert len(texts) == len(unlabelled) and not set(held_out) & set(texts)  # test articles left out
-    out = tmp_path / "dapt"
+    out, excluded = tmp_path / "dapt", write_jsonl(tmp_path / "other-corpus.jsonl", unlabelled[:3])
     assert main(["pretrain", *cfg_tiny.args("pretrain.max_steps=6", "pretrain.batch_size=8"), "--input", str(dump),
-                 "--output", str(out)]) == 0
+                 "--output", str(out), "--exclude", str(excluded)]) == 0
     printed = capsys.readouterr().out
     assert "held-out masked-LM perplexity" in printed
     report = json.loads((out / "pretrain.json").read_text())
-    assert report["steps"] == 6 and report["articles"] == len(unlabelled)
+    n_test = len(read_jsonl(processed_dir(cfg) / "test.jsonl"))
+    assert report["steps"] == 6 and report["articles"] == len(unlabelled) - 3
+    assert report["left_out"] == {"articles": n_test + 3, "known": report["left_out"]["known"],
+                                  "exclude": [str(excluded.resolve())]}
+    assert f"({n_test + 3} left out as copies of held-out or excluded ones)" in printed
     assert report["settings"]["max_steps"] == 6 and report["settings"]["batch_size"] == 8  # self-describing
     assert report["new_head_tensors"] > 0 and "has no masked-LM head" in printed  # the tiny encoder ships none
     before, after = load_file(tiny_bert / "model.safetensors"), load_file(out / "model.safetensors")
@@ -37,6 +41,25 @@ def test_pretrain_writes_a_backbone_that_fine_tunes_and_never_reads_held_out_art
 
     tuned = train(cfg_tiny("train.max_steps=2", f"model.name_or_path={out}"))
     assert tuned.metrics["test"]["n"] > 0
+
+
+def test_an_excluded_corpus_and_near_copies_of_its_articles_are_never_pretrained_on(cfg_tiny, tmp_path):
+    cfg = cfg_tiny()
+    corpus = make_corpus(per_label=3, seed=7)
+    excluded = write_jsonl(tmp_path / "labelled.jsonl", corpus)
+    words = corpus[0]["text"].split()
+    edited = {"title": corpus[0]["title"], "text": " ".join([*words[:-1], "تحديث"])}  # a copy, last word edited
+    fresh = [{"title": r["title"], "text": r["text"]} for r in make_corpus(per_label=2, seed=8)]
+    dump = str(write_jsonl(tmp_path / "dump.jsonl", [*fresh, *corpus, edited]))
+    known = held_out_texts(cfg, [str(excluded)])
+    assert len(list(unlabelled_texts(cfg, [dump], None, known))) == len(fresh)
+    assert known.hits == len(corpus) + 1  # every corpus article, and the edited copy
+    exact_only = held_out_texts(cfg_tiny("data.dedup.near=false"), [str(excluded)])
+    assert len(list(unlabelled_texts(cfg, [dump], None, exact_only))) == len(fresh) + 1  # near matching caught it
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(excluded.read_text(encoding="utf-8").splitlines()[0] + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken\.jsonl:2: invalid json .*must be readable"):
+        held_out_texts(cfg, [str(broken)])
 
 
 def test_too_little_text_is_a_one_line_error(cfg_tiny, tmp_path):
