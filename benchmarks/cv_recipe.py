@@ -28,7 +28,8 @@ the fine-tune starts from that backbone. Its folds live in their own folder (wor
 results file (security-cv-tapt.json, security-cv-seed{S}-tapt.json), on the same partition as the plain recipe, so
 that where the plain recipe's folds are saved the summary also tests the pretrained fine-tune and ensemble against
 them on the same articles (`vs_plain`). A finished pretraining is reused when the job runs again with the same
-number of epochs; another number is refused (move the tapt folder away to measure it).
+number of epochs; another number is refused (move the tapt folder away to measure it); one cut short continues
+from its last checkpoint (every 50 steps).
 
 `--backbone DIR` fine-tunes from one pretrained backbone on every fold, such as benchmarks/dapt.py's
 (domain-adaptive pretraining on unlabelled news of the same outlets). It must have been pretrained with the corpus
@@ -103,7 +104,8 @@ def dataset(fold: int, seed: int, variant: str = "") -> str:
 
 def pretrained_backbone(data: list[str], train_file: Path, out: Path, epochs: float) -> dict[str, Any]:
     """`pipeline pretrain` of e5-small on one fold's training articles (the `data` overrides name the fold's
-    prepared splits, whose validation and test texts pretraining leaves out), unless `out` holds it already."""
+    prepared splits, whose validation and test texts pretraining leaves out), unless `out` holds it already; one
+    that was stopped continues from its last checkpoint."""
     from recipe import CONFIGS, E5
 
     from pipeline.config import load_config
@@ -116,7 +118,7 @@ def pretrained_backbone(data: list[str], train_file: Path, out: Path, epochs: fl
             raise SystemExit(f"error: {out} was pretrained for {saved['settings']['epochs']:g} epochs, not {epochs:g}; "
                              f"move {out.parents[1]} away to measure another number")
         return saved
-    cfg = load_config([*CONFIGS, *E5], [*data, f"pretrain.epochs={epochs}"])
+    cfg = load_config([*CONFIGS, *E5], [*data, f"pretrain.epochs={epochs}", "train.resume=true"])
     prepare(cfg)
     return pretrain(cfg, [str(train_file)], out)
 

@@ -11,6 +11,8 @@ corpus's 1,451 ANT 2018 articles), shuffled with a fixed seed. ANT holds the sec
 are left out twice: here by URL, and by `pipeline pretrain --exclude` of the whole corpus, which also drops exact and
 near copies of its texts (an edited headline, a revised paragraph). `pretrain.json` in the backbone directory
 records both counts, and `cv_recipe.py --backbone` refuses a backbone whose pretraining did not exclude the corpus.
+A run that was stopped continues from its last checkpoint (every 50 steps) when started again with the same
+arguments.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def main() -> None:
     print(f"{counts['written']} articles of {counts['section_articles']} in {', '.join(SECTIONS)} "
           f"({counts['left_out_by_url']} security-corpus URLs left out) -> {inputs}", flush=True)
     # the corpus's own config, without its prepared splits: --exclude leaves out every labelled article instead
-    cfg = load_config([*CONFIGS, *E5], [f"pretrain.epochs={args.epochs:g}", f"data.processed_dir={WORK / 'none'}"])
+    cfg = load_config([*CONFIGS, *E5], [f"pretrain.epochs={args.epochs:g}", f"data.processed_dir={WORK / 'none'}",
+                                         "train.resume=true"])  # a run that was stopped continues from its checkpoint
     report = pretrain(cfg, [str(inputs)], args.output, [str(CORPUS)])
     report["input"] = {"file": inputs.name, "sections": list(SECTIONS), "seed": args.seed, **counts}
     (args.output / "pretrain.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

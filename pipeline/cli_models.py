@@ -85,6 +85,8 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     config_args(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="unlabelled JSONL/CSV/Parquet/folders")
     p.add_argument("--output", required=True, help="the backbone directory to write")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint of a stopped pretraining (= train.resume=true)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATH",
                    help="labelled files whose articles (or near copies) pretraining must not read, e.g. a corpus "
                         "that will be cross-validated; the prepared validation and test splits are always left out")

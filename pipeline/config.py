@@ -157,6 +157,7 @@ class PretrainConfig(_Section):
     batch_size: int = 16
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     max_docs: int | None = Field(None, ge=1, description="read at most this many articles")
+    save_steps: int = Field(50, ge=1, description="write a checkpoint every this many steps (--resume continues)")
 
 
 class TrackingConfig(_Section):

@@ -4,27 +4,35 @@ The output is a backbone directory (the encoder with its pooler, and the tokeniz
 accepts. Articles of the prepared validation and test splits, and of any labelled file named to exclude (a corpus to
 be cross-validated), are left out, exact copies or near ones (`data.dedup`), so a fine-tune evaluated on them never
 saw their text, not even unlabelled. Masked-LM loss and perplexity on a held-out 5% are measured before and after.
+
+A checkpoint is written every `pretrain.save_steps` steps, and SIGINT/SIGTERM write one and stop; `--resume`
+continues from the newest complete one when it was written with the same settings on the same articles (recorded
+beside the checkpoints), and refuses in one line otherwise. The checkpoints go once the backbone is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoints import SETTINGS_FILE, SettingsChanged, complete_checkpoint
 from pipeline.config import Config
 from pipeline.data import processed_dir
 from pipeline.dedup import KnownTexts
 from pipeline.errors import DataError, ModelError
-from pipeline.jobs import exclusive
+from pipeline.jobs import StopSignals, exclusive, on_disk_fault
 from pipeline.readers import iter_rows, read_jsonl
 from pipeline.text import Normalizer, join_fields, text_digest
 from pipeline.tracking import Tracker
 
 PRETRAIN_FILE = "pretrain.json"
+CHECKPOINTS = "checkpoints"
 
 
 def held_out_texts(cfg: Config, exclude: list[str] = (), normalise: Normalizer | None = None) -> KnownTexts:
@@ -87,16 +95,51 @@ def masked_positions_loss(model: Any, inputs: dict[str, Any]) -> Any:
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
-def pretrain(cfg: Config, inputs: list[str], output: str | Path, exclude: list[str] = ()) -> dict[str, Any]:
+def pretrain_settings(cfg: Config, texts: list[str]) -> dict[str, Any]:
+    """What a pretraining learns from: the base model and its text encoding, the `pretrain` keys that shape the
+    steps, the seed, precision and frozen embeddings, and the articles (one digest of them all, in order)."""
+    articles = hashlib.sha256("".join(text_digest(t) for t in texts).encode("ascii")).hexdigest()
+    return {"model": cfg.model.name_or_path, "max_length": cfg.model.max_length, "text_prefix": cfg.model.text_prefix,
+            "pretrain": cfg.pretrain.model_dump(mode="json", exclude={"save_steps"}), "seed": cfg.train.seed,
+            "precision": cfg.train.precision, "freeze_embeddings": cfg.train.freeze_embeddings,
+            "articles_sha256": articles}
+
+
+def resume_point(cfg: Config, checkpoints: Path, settings: dict[str, Any]) -> Path | None:
+    """With `train.resume`, the newest complete checkpoint, refused in one line unless it was written with the same
+    `settings`; otherwise (or with none complete) a fresh start: an earlier run's checkpoints go, `settings` are
+    recorded beside the new ones."""
+    last = complete_checkpoint(checkpoints) if cfg.train.resume else None
+    if last is not None:
+        try:
+            saved = json.loads((checkpoints / SETTINGS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings[k]) if saved else []
+        if not saved or changed:
+            raise SettingsChanged(f"the checkpoints in {checkpoints} were written with other settings or articles "
+                                  f"({'changed: ' + ', '.join(changed) if changed else 'no readable record'}); "
+                                  "resume with the ones they were written with, or pretrain from scratch without "
+                                  "--resume")
+        return last
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(parents=True)
+    (checkpoints / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
+    return None
+
+
+def pretrain(cfg: Config, inputs: list[str], output: str | Path, exclude: list[str] = (),
+             callbacks: list[Any] = ()) -> dict[str, Any]:
     """Continue masked-LM training of `model.name_or_path` on the inputs, leaving out the held-out splits' articles
-    and those of the `exclude` files; write a backbone directory."""
+    and those of the `exclude` files; write a backbone directory. `callbacks` join the Trainer's."""
     out = Path(output)
     tracker = Tracker(cfg)
     with exclusive(out, "backbone directory"):
-        return _pretrain(cfg, tracker, inputs, out, list(exclude))
+        return _pretrain(cfg, tracker, inputs, out, list(exclude), list(callbacks))
 
 
-def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclude: list[str]) -> dict[str, Any]:
+def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclude: list[str],
+              callbacks: list[Any]) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import (
@@ -108,7 +151,7 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclu
         set_seed,
     )
 
-    from pipeline.finetune import freeze, precision_flags
+    from pipeline.finetune import StopCallback, freeze, precision_flags
     from pipeline.model import load_tokenizer, quiet_transformers, set_threads
 
     class MaskedPositionsTrainer(Trainer):
@@ -125,6 +168,8 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclu
     if len(texts) < 20:
         raise DataError(f"{', '.join(inputs)}: {len(texts)} usable articles; masked-LM pretraining needs at least 20",
                         "too_few_rows")
+    checkpoints = out / CHECKPOINTS
+    resume = resume_point(cfg, checkpoints, pretrain_settings(cfg, texts))
     enc = tokenizer([cfg.model.text_prefix + t for t in texts], truncation=True, max_length=cfg.model.max_length)
     data = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     parts = data.train_test_split(test_size=max(0.05, 10 / len(texts)), seed=cfg.train.seed)
@@ -134,19 +179,29 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclu
     # a sentence-embedding checkpoint (e5) ships no masked-LM head: it starts random, and the first steps train it
     new_head = sorted(k for k in loading["missing_keys"] if not k.startswith(mlm.base_model_prefix))
     freeze(mlm, cfg.train.freeze_embeddings, 0)  # as the fine-tune does; ties the output projection too
-    args = TrainingArguments(output_dir=str(out / "checkpoints"), num_train_epochs=p.epochs, max_steps=p.max_steps,
+    args = TrainingArguments(output_dir=str(checkpoints), num_train_epochs=p.epochs, max_steps=p.max_steps,
                              learning_rate=p.learning_rate, per_device_train_batch_size=p.batch_size,
                              per_device_eval_batch_size=p.batch_size, warmup_steps=0.06, weight_decay=0.01,
-                             save_strategy="no", report_to=[], logging_steps=cfg.train.logging_steps,
+                             save_strategy="steps", save_steps=p.save_steps, save_total_limit=1, report_to=[],
+                             logging_steps=cfg.train.logging_steps,
                              seed=cfg.train.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
                              prediction_loss_only=True, **precision_flags(cfg.train.precision))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=p.mlm_probability, seed=cfg.train.seed)
-    trainer = MaskedPositionsTrainer(model=mlm, args=args, train_dataset=parts["train"],
-                                     eval_dataset=parts["test"], data_collator=collator)
-    with tracker.run(f"{Path(name.rstrip('/')).name}-dapt", "pretrain", {"base_model": Path(name).name}):
+    stop = StopSignals("saving a checkpoint, then stopping")
+    trainer = MaskedPositionsTrainer(model=mlm, args=args, train_dataset=parts["train"], eval_dataset=parts["test"],
+                                     data_collator=collator, callbacks=[*callbacks, StopCallback(stop)])
+
+    def saved() -> tuple[str, bool]:
+        last = complete_checkpoint(checkpoints)
+        return (f"the last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet") + \
+            "; free space, then rerun with --resume", True
+
+    with stop, tracker.run(f"{Path(name.rstrip('/')).name}-dapt", "pretrain", {"base_model": Path(name).name}):
         started = time.time()
-        before = trainer.evaluate()["eval_loss"]
-        trainer.train()
+        before = trainer.evaluate()["eval_loss"]  # the base model's: a checkpoint is loaded by train()
+        with on_disk_fault(f"pretraining into {out}", saved):
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        stop.check(f"pretraining stopped at step {trainer.state.global_step}; the checkpoint is in {checkpoints}")
         after = trainer.evaluate()["eval_loss"]
         report = {"base_model": Path(name).name, "articles": len(texts), "held_out": len(parts["test"]),
                   "steps": trainer.state.global_step, "new_head_tensors": len(new_head),
@@ -167,7 +222,5 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclu
         tracker.log_metrics({k: v for k, v in report.items() if k.startswith(("mlm_", "perplexity_"))})
         if tracker.enabled:
             tracker.mlflow.log_artifact(str(out / PRETRAIN_FILE))
-    import shutil
-
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return report

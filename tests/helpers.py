@@ -16,6 +16,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 ROOT = Path(__file__).resolve().parents[1]  # the project root
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -197,3 +199,24 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+
+
+class SignalAt(TrainerCallback):
+    """Sends this process a signal at the end of one training step, as `kill -TERM` or Ctrl-C would."""
+
+    def __init__(self, step: int, sig: int) -> None:
+        self.step, self.sig = step, sig
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+class FirstStep(TrainerCallback):
+    """Remembers the first training step it saw end (a resumed run's: the one after its checkpoint)."""
+
+    first = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first is None:
+            self.first = state.global_step

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, make_corpus, write_jsonl
-from transformers import Trainer, TrainerCallback
+from helpers import ROOT, FirstStep, SignalAt, make_corpus, write_jsonl
+from transformers import Trainer
 
 from pipeline.artifacts import CHECKPOINTS
 from pipeline.artifacts import model_dir as model_dir_of
@@ -203,25 +203,6 @@ def test_full_disk_while_merging_parquet_keeps_the_parts(model_dir, big, tmp_pat
     assert pd.read_parquet(out)["id"].tolist() == [f"u{i}" for i in range(2100)]
 
 
-class _SignalAt(TrainerCallback):
-    """Sends this process a signal at the end of one training step, as `kill -TERM` or Ctrl-C would."""
-
-    def __init__(self, step: int, sig: int) -> None:
-        self.step, self.sig = step, sig
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), self.sig)
-
-
-class _FirstStep(TrainerCallback):
-    first = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.first is None:
-            self.first = state.global_step
-
-
 def _status(uri: str) -> list[str]:
     import mlflow
 
@@ -234,12 +215,12 @@ def test_sigterm_in_training_checkpoints_marks_the_run_killed_and_resume_continu
     tracked = ("train.epochs=3", "tracking.enabled=true", f"tracking.uri={uri}")
     cfg = cfg_tiny.prepared(*tracked)
     with pytest.raises(Interrupted, match=r"SIGTERM: training stopped at step 3") as stopped:
-        train(cfg, callbacks=[_SignalAt(3, signal.SIGTERM)])
+        train(cfg, callbacks=[SignalAt(3, signal.SIGTERM)])
     assert stopped.value.exit_code == 143 and stopped.value.resumable
     assert (model_dir_of(cfg, "transformer") / CHECKPOINTS / "checkpoint-3/trainer_state.json").is_file()
     assert _status(uri) == ["KILLED"]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers were put back
-    probe = _FirstStep()
+    probe = FirstStep()
     resumed = train(cfg_tiny(*tracked, "train.resume=true"), callbacks=[probe])
     assert probe.first == 4  # continued after the checkpoint, not from the start
     assert max(h["epoch"] for h in resumed.metrics["history"]) == 3
@@ -268,7 +249,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_resume_uses_the_last_comp
     assert err[1].startswith("to continue: pipeline train ") and len(err) == 2
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == [f"checkpoint-{steps}"]  # the cut one is gone
     monkeypatch.undo()
-    probe = _FirstStep()
+    probe = FirstStep()
     train(cfg_tiny("train.epochs=3", "train.resume=true"), callbacks=[probe])
     assert probe.first == steps + 1
 

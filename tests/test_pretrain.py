@@ -1,12 +1,15 @@
 import json
+import signal
 
 import pytest
-from helpers import make_corpus, write_jsonl
+from helpers import FirstStep, SignalAt, make_corpus, write_jsonl
 from safetensors.torch import load_file
 
+from pipeline.checkpoints import SettingsChanged
 from pipeline.cli import main
 from pipeline.data import processed_dir
 from pipeline.errors import DataError
+from pipeline.jobs import Interrupted
 from pipeline.pretrain import held_out_texts, masked_positions_loss, pretrain, unlabelled_texts
 from pipeline.readers import read_jsonl
 
@@ -60,6 +63,25 @@ def test_an_excluded_corpus_and_near_copies_of_its_articles_are_never_pretrained
     broken.write_text(excluded.read_text(encoding="utf-8").splitlines()[0] + "\n{not json\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"broken\.jsonl:2: invalid json .*must be readable"):
         held_out_texts(cfg, [str(broken)])
+
+
+def test_a_stopped_pretraining_continues_from_its_checkpoint_and_only_with_the_same_settings(cfg_tiny, tmp_path):
+    steps = ("pretrain.max_steps=6", "pretrain.batch_size=4", "pretrain.save_steps=2")
+    dump = [str(write_jsonl(tmp_path / "dump.jsonl", make_corpus(per_label=4, seed=5)))]
+    out = tmp_path / "backbone"
+    with pytest.raises(Interrupted, match=r"SIGTERM: pretraining stopped at step 3; the checkpoint is in "):
+        pretrain(cfg_tiny(*steps), dump, out, callbacks=[SignalAt(3, signal.SIGTERM)])
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3"]  # the newest only
+    assert not (out / "pretrain.json").exists() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    with pytest.raises(SettingsChanged, match=r"other settings or articles \(changed: pretrain\)"):
+        pretrain(cfg_tiny(*steps, "pretrain.learning_rate=1e-3", "train.resume=true"), dump, out)
+    more = str(write_jsonl(tmp_path / "more.jsonl", make_corpus(per_label=1, seed=9)))
+    with pytest.raises(SettingsChanged, match=r"\(changed: articles_sha256\)"):
+        pretrain(cfg_tiny(*steps, "train.resume=true"), [*dump, more], out)
+    probe = FirstStep()
+    report = pretrain(cfg_tiny(*steps, "train.resume=true"), dump, out, callbacks=[probe])
+    assert probe.first == 4 and report["steps"] == 6  # continued after the checkpoint, not from the start
+    assert (out / "pretrain.json").is_file() and not (out / "checkpoints").exists()
 
 
 def test_too_little_text_is_a_one_line_error(cfg_tiny, tmp_path):
