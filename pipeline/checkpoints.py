@@ -97,6 +97,14 @@ def complete_checkpoint(checkpoints: Path) -> Path | None:
     return None
 
 
+def disk_fault_state(checkpoints: Path) -> tuple[str, bool]:
+    """What a disk fault while training leaves safe, for `jobs.on_disk_fault`: the newest complete checkpoint (the
+    one the fault cut short goes), and that a rerun with --resume continues from it."""
+    last = complete_checkpoint(checkpoints)
+    state = f"the last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
+    return f"{state}; free space, then rerun with --resume", True
+
+
 def changed_settings(checkpoints: Path, cfg: Config, saved: dict[str, Any] | None = None) -> list[str]:
     """What differs between the settings the checkpoints were written with (`saved`: the record already read) and
     `cfg` (`train.learning_rate`, `data` ...); empty when nothing does or when they predate the record."""

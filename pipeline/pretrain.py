@@ -18,10 +18,11 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import SETTINGS_FILE, SettingsChanged, complete_checkpoint
+from pipeline.checkpoints import SETTINGS_FILE, SettingsChanged, complete_checkpoint, disk_fault_state
 from pipeline.config import Config
 from pipeline.data import processed_dir
 from pipeline.dedup import KnownTexts
@@ -115,7 +116,7 @@ def resume_point(cfg: Config, checkpoints: Path, settings: dict[str, Any]) -> Pa
             saved = json.loads((checkpoints / SETTINGS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             saved = {}
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings[k]) if saved else []
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)) if saved else []
         if not saved or changed:
             raise SettingsChanged(f"the checkpoints in {checkpoints} were written with other settings or articles "
                                   f"({'changed: ' + ', '.join(changed) if changed else 'no readable record'}); "
@@ -191,15 +192,10 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclu
     trainer = MaskedPositionsTrainer(model=mlm, args=args, train_dataset=parts["train"], eval_dataset=parts["test"],
                                      data_collator=collator, callbacks=[*callbacks, StopCallback(stop)])
 
-    def saved() -> tuple[str, bool]:
-        last = complete_checkpoint(checkpoints)
-        return (f"the last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet") + \
-            "; free space, then rerun with --resume", True
-
     with stop, tracker.run(f"{Path(name.rstrip('/')).name}-dapt", "pretrain", {"base_model": Path(name).name}):
         started = time.time()
         before = trainer.evaluate()["eval_loss"]  # the base model's: a checkpoint is loaded by train()
-        with on_disk_fault(f"pretraining into {out}", saved):
+        with on_disk_fault(f"pretraining into {out}", partial(disk_fault_state, checkpoints)):
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         stop.check(f"pretraining stopped at step {trainer.state.global_step}; the checkpoint is in {checkpoints}")
         after = trainer.evaluate()["eval_loss"]

@@ -16,7 +16,7 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainin
 
 from pipeline.artifacts import CHECKPOINTS, model_dir, run_name
 from pipeline.baseline import against_baseline
-from pipeline.checkpoints import check_settings, complete_checkpoint
+from pipeline.checkpoints import check_settings, complete_checkpoint, disk_fault_state
 from pipeline.config import Config
 from pipeline.data import SPLITS, load_split
 from pipeline.distributed import (
@@ -167,12 +167,7 @@ def fit(cfg: Config, labels: LabelMap, splits: dict[str, Any], tokenizer: Any, o
         compute_metrics=_compute_metrics(labels, va["enc"], va["y"], va_y if multi else None),
         callbacks=stop + callbacks,
         head_lr=cfg.train.head_learning_rate, lr_decay=cfg.train.layerwise_lr_decay)
-    def saved() -> tuple[str, bool]:
-        last = complete_checkpoint(out / CHECKPOINTS)  # also drops the checkpoint the fault cut short
-        state = f"the last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
-        return f"{state}; free space, then rerun with --resume", True
-
-    with on_disk_fault(f"training into {out}", saved):
+    with on_disk_fault(f"training into {out}", partial(disk_fault_state, out / CHECKPOINTS)):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     barrier()  # every rank has loaded the best checkpoint before rank 0 may remove the checkpoints
     return trainer.model, trainer
