@@ -23,6 +23,21 @@ def shingles(text: str, size: int) -> list[bytes]:
     return list(dict.fromkeys(" ".join(words[i:i + size]).encode("utf-8") for i in range(len(words) - size + 1)))
 
 
+def minhashes(texts: list[str], cfg: DedupConfig) -> list[Any]:
+    """The texts' MinHashes over word shingles with `cfg`'s permutations: the one way near duplicates are hashed,
+    for the corpus's clusters and for known texts alike."""
+    from datasketch import MinHash
+
+    return MinHash.bulk((shingles(t, cfg.shingle_size) for t in texts), num_perm=cfg.num_perm)
+
+
+def lsh_index(cfg: DedupConfig) -> Any:
+    """An empty LSH index that finds MinHashes likely at or above `cfg.threshold`."""
+    from datasketch import MinHashLSH
+
+    return MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+
+
 def _clusters(rows: list[dict[str, Any]], cfg: DedupConfig) -> list[list[int]]:
     """Groups of row indices that are exact or near duplicates (union-find over LSH candidates)."""
     parent = list(range(len(rows)))
@@ -42,10 +57,7 @@ def _clusters(rows: list[dict[str, Any]], cfg: DedupConfig) -> list[list[int]]:
         for i, row in enumerate(rows):
             union(i, first.setdefault(text_digest(row["text"]), i))
     if cfg.near and rows:
-        from datasketch import MinHash, MinHashLSH
-
-        hashes = MinHash.bulk((shingles(r["text"], cfg.shingle_size) for r in rows), num_perm=cfg.num_perm)
-        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+        hashes, lsh = minhashes([r["text"] for r in rows], cfg), lsh_index(cfg)
         for i, mh in enumerate(hashes):
             for j in lsh.query(mh):
                 if mh.jaccard(hashes[j]) >= cfg.threshold:
@@ -91,10 +103,7 @@ class KnownTexts:
         self.digests = {text_digest(t) for t in texts}
         self.lsh, self.hashes = None, []
         if cfg.near and texts:
-            from datasketch import MinHash, MinHashLSH
-
-            self.hashes = MinHash.bulk((shingles(t, cfg.shingle_size) for t in texts), num_perm=cfg.num_perm)
-            self.lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+            self.hashes, self.lsh = minhashes(texts, cfg), lsh_index(cfg)
             for i, mh in enumerate(self.hashes):
                 self.lsh.insert(i, mh)
 
@@ -107,8 +116,5 @@ class KnownTexts:
         return found
 
     def _near(self, text: str) -> bool:
-        from datasketch import MinHash
-
-        mh = MinHash(num_perm=self.cfg.num_perm)
-        mh.update_batch(shingles(text, self.cfg.shingle_size))
+        mh = minhashes([text], self.cfg)[0]
         return any(mh.jaccard(self.hashes[j]) >= self.cfg.threshold for j in self.lsh.query(mh))
