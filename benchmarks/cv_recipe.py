@@ -12,9 +12,12 @@ Folds are by default the same stratified 5-fold split (seed 42) as `benchmarks/a
 cross-validation, over every prepared article; `--fold-seed` draws another partition, with its own work folder and
 results file (security-cv-seed{S}.json). In each fold the test part is the fold, validation a stratified 15% of the
 rest, and train the remainder: the baseline picks C, the fine-tune picks its epoch and the ensemble fits its combiner
-on that validation slice only. Each finished fold is saved (benchmarks/results/work/cv/fold-K.json; every model's
-validation and test probabilities in probs-fold-K.npz, so that a combiner can be studied without training again) and
-skipped when the job runs again with the same recipe version; in the fold in progress, a fine-tune finished with the
+on that validation slice only. Each finished fold's record (its test articles' truth and every model's prediction)
+is saved in benchmarks/results/cv/ (fold-K.json; a variant's in a subfolder) and kept in git, because the models and
+the work folder do not outlive the machine they were trained on, and a fold costs a CPU half an hour; a fold with a
+record is skipped when the job runs again with the same recipe version. Every model's validation and test
+probabilities go to the work folder (work/cv/probs-fold-K.npz), so that a combiner can be studied without training
+again. In the fold in progress, a fine-tune finished with the
 same settings on the same splits is reused and one cut short continues from its last complete checkpoint, so a
 stopped job loses at most an epoch. `tfidf_pair` (the two TF-IDF models) and
 `with_lead` (the lead model as a third member) are the ensemble's combiner over other members, to show what each
@@ -24,7 +27,8 @@ against the baseline on the same articles.
 
 `--pretrain-epochs N` measures task-adaptive pretraining: in each fold, `pipeline pretrain` continues masked-LM
 training of e5-small on that fold's training articles alone (never its validation or test text) for N epochs, and
-the fine-tune starts from that backbone. Its folds live in their own folder (work/cv/tapt, or seed-S/tapt) and
+the fine-tune starts from that backbone. Its folds live in their own folders (cv/tapt and work/cv/tapt, or
+seed-S/tapt in each) and
 results file (security-cv-tapt.json, security-cv-seed{S}-tapt.json), on the same partition as the plain recipe, so
 that where the plain recipe's folds are saved the summary also tests the pretrained fine-tune and ensemble against
 them on the same articles (`vs_plain`). A finished pretraining is reused when the job runs again with the same
@@ -34,7 +38,7 @@ from its last checkpoint (every 50 steps).
 `--backbone DIR` fine-tunes from one pretrained backbone on every fold, such as benchmarks/dapt.py's
 (domain-adaptive pretraining on unlabelled news of the same outlets). It must have been pretrained with the corpus
 excluded (`pipeline pretrain --exclude`, recorded in its pretrain.json), or it could have read the folds' test
-articles; it is refused otherwise. Its folds and results are a variant named after the directory (work/cv/NAME,
+articles; it is refused otherwise. Its folds and results are a variant named after the directory (cv/NAME,
 security-cv-NAME.json), compared with the plain recipe on the same folds as the pretrained variant is.
 
     python benchmarks/cv_recipe.py --backbone models/pretrained/e5-small-ant-dapt
@@ -43,6 +47,8 @@ security-cv-NAME.json), compared with the plain recipe on the same folds as the 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -54,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "security-news" / "labelled.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "cv"
+RECORDS = RESULTS / "cv"
 MODELS = ("baseline", "lead", "fine_tuned", "tfidf_pair", "with_lead", "ensemble")
 PAIRS = {"tfidf_pair": ("baseline", "lead"), "with_lead": ("baseline", "lead", "fine_tuned")}
 FOLDS = 5
@@ -75,6 +82,11 @@ def work_dir(seed: int, variant: str = "") -> Path:
     subfolder of it."""
     base = WORK if seed == SEED else WORK / f"seed-{seed}"
     return base / variant if variant else base
+
+
+def record_dir(seed: int, variant: str = "") -> Path:
+    """Where one partition's (or its variant's) finished fold records are kept, laid out as its work folder."""
+    return RECORDS / work_dir(seed, variant).relative_to(WORK)
 
 
 def results_file(seed: int, variant: str = "") -> Path:
@@ -164,8 +176,8 @@ def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: 
               "ensemble": {k: ens.metrics["ensemble"].get(k) for k in ("combiner", "note")},
               "pairs": combiners, "recipe": VERSION,
               "wall_seconds": round(time.time() - started, 1), "overrides": overrides, "fold_seed": seed,
-              "pretrain": pretrained, "variant": variant}
-    (work / f"fold-{fold}.json").write_text(json.dumps(result, ensure_ascii=False))
+              "pretrain": pretrained, "variant": variant, "corpus_sha256": corpus_digest()}
+    save_record(result)
     print(f"fold {fold}: " + ", ".join(f"{m} {macro_f1(result['truth'], pred[m]):.3f}" for m in MODELS), flush=True)
     return result
 
@@ -208,9 +220,19 @@ def add_pairs(fold: dict[str, Any]) -> dict[str, Any]:
     cfg = load_config(CONFIGS, [f"data.name={dataset(fold['fold'], seed, variant)}",
                                 f"data.processed_dir={work / 'processed'}"])
     pred, _, combiners = predictions(cfg, {m: work / "models" / d for m, d in fold["models"].items()})
-    fold = {**fold, "pred": {**pred, **fold["pred"]}, "pairs": {**combiners, **fold.get("pairs", {})}}
-    (work / f"fold-{fold['fold']}.json").write_text(json.dumps(fold, ensure_ascii=False))
+    fold = {**fold, "pred": {**pred, **fold["pred"]}, "pairs": {**combiners, **fold.get("pairs", {})},
+            "fold_seed": seed, "variant": variant}
+    save_record(fold)
     return fold
+
+
+def save_record(fold: dict[str, Any]) -> Path:
+    """Keep a finished fold's record in git: JSON with one line a key, so that a changed fold is a short diff."""
+    out = record_dir(fold["fold_seed"], fold["variant"]) / f"fold-{fold['fold']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = (f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in fold.items())
+    out.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+    return out
 
 
 def macro_f1(truth: list[str], pred: list[str]) -> float:
@@ -290,9 +312,16 @@ def against_plain(folds: list[dict[str, Any]], plain: list[dict[str, Any]]) -> d
     return out
 
 
-def finished_folds(work: Path, version: str) -> list[dict[str, Any]]:
-    """The folds saved in `work` by this recipe version."""
-    return [f for p in sorted(work.glob("fold-*.json")) if (f := json.loads(p.read_text())).get("recipe") == version]
+@functools.cache
+def corpus_digest() -> str:
+    """The labelled corpus's SHA-256: a fold record made on other articles (the corpus grew) is not pooled."""
+    return hashlib.sha256(CORPUS.read_bytes()).hexdigest()
+
+
+def finished_folds(records: Path, version: str) -> list[dict[str, Any]]:
+    """The fold records kept in `records` by this recipe version on the corpus as it is now."""
+    return [f for p in sorted(records.glob("fold-*.json"))
+            if (f := json.loads(p.read_text())).get("recipe") == version and f.get("corpus_sha256") == corpus_digest()]
 
 
 def main() -> None:
@@ -323,16 +352,16 @@ def main() -> None:
     if args.backbone is not None:
         checked_backbone(args.backbone)
     variant = variant_name(args.pretrain_epochs, args.backbone)
-    work = work_dir(args.fold_seed, variant)
-    work.mkdir(parents=True, exist_ok=True)
+    work_dir(args.fold_seed, variant).mkdir(parents=True, exist_ok=True)
+    records = record_dir(args.fold_seed, variant)
     if not args.summary_only:
-        finished = {f["fold"] for f in finished_folds(work, VERSION)}
+        finished = {f["fold"] for f in finished_folds(records, VERSION)}
         for fold in args.folds:
             if fold in finished:
-                print(f"fold {fold}: done already ({work / f'fold-{fold}.json'})")
+                print(f"fold {fold}: done already ({records / f'fold-{fold}.json'})")
                 continue
             run_fold(rows, fold, args.overrides, args.fold_seed, args.pretrain_epochs, args.backbone)
-    done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in finished_folds(work, VERSION)]
+    done = [f if set(PAIRS) <= set(f["pred"]) else add_pairs(f) for f in finished_folds(records, VERSION)]
     if not done:
         print("no fold finished yet")
         return
@@ -341,7 +370,7 @@ def main() -> None:
         summary["variant"], summary["pretrain"] = variant, [f["pretrain"] for f in done]
         if args.pretrain_epochs:
             summary["pretrain_epochs"] = args.pretrain_epochs
-        summary["against_plain"] = against_plain(done, finished_folds(work_dir(args.fold_seed), VERSION))
+        summary["against_plain"] = against_plain(done, finished_folds(record_dir(args.fold_seed), VERSION))
     path = results_file(args.fold_seed, variant)
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     for m in [m for m in MODELS if m in summary]:

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import statistics
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from pipeline.stack import Combiner
 
 
 def _module(name):
+    """A benchmark script as a module, able to import its neighbours as it does when run (python benchmarks/X.py)."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -313,7 +317,11 @@ def test_cv_pretrained_variant_pretrains_on_the_folds_training_articles_and_live
     import recipe
 
     monkeypatch.setattr(cv, "WORK", tmp_path / "cv")
+    monkeypatch.setattr(cv, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(cv, "corpus_digest", lambda: "sha")
     assert cv.work_dir(42, "tapt") == tmp_path / "cv" / "tapt" and cv.work_dir(7) == tmp_path / "cv" / "seed-7"
+    assert cv.record_dir(42, "tapt") == tmp_path / "records" / "tapt"
+    assert cv.record_dir(7) == tmp_path / "records" / "seed-7"
     assert cv.results_file(7, "tapt").name == "security-cv-seed7-tapt.json"
     assert cv.results_file(42).name == "security-cv.json" and cv.dataset(1, 7, "tapt") == "security-news-cv1-s7-tapt"
     rows = [{"id": str(i), "text": f"article {i}", "label": "ab"[i % 2]} for i in range(40)]
@@ -339,8 +347,8 @@ def test_cv_pretrained_variant_pretrains_on_the_folds_training_articles_and_live
     (data, overrides), = trained
     assert overrides == ["train.epochs=1", f"model.name_or_path={backbone}"]
     assert "data.name=security-news-cv1-tapt" in data
-    assert fold["pretrain"] == {"steps": 3} and (tmp_path / "cv" / "tapt" / "fold-1.json").is_file()
-    assert not (tmp_path / "cv" / "fold-1.json").exists()  # the plain recipe's folds are left alone
+    assert fold["pretrain"] == {"steps": 3} and (tmp_path / "records" / "tapt" / "fold-1.json").is_file()
+    assert not (tmp_path / "records" / "fold-1.json").exists()  # the plain recipe's folds are left alone
 
 
 def test_cv_with_a_given_backbone_takes_only_one_pretrained_without_the_corpus(tmp_path, monkeypatch):
@@ -349,6 +357,8 @@ def test_cv_with_a_given_backbone_takes_only_one_pretrained_without_the_corpus(t
     import recipe
 
     monkeypatch.setattr(cv, "WORK", tmp_path / "cv")
+    monkeypatch.setattr(cv, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(cv, "corpus_digest", lambda: "sha")
     backbone = tmp_path / "e5-small-dapt"
     backbone.mkdir()
     record = {"steps": 250, "left_out": {"articles": 1, "exclude": ["/elsewhere/other.jsonl"]}}
@@ -367,8 +377,25 @@ def test_cv_with_a_given_backbone_takes_only_one_pretrained_without_the_corpus(t
     (data, overrides), = trained
     assert overrides == [f"model.name_or_path={backbone}"] and "data.name=security-news-cv2-e5-small-dapt" in data
     assert fold["variant"] == "e5-small-dapt" and fold["pretrain"]["steps"] == 250
-    assert (tmp_path / "cv" / "e5-small-dapt" / "fold-2.json").is_file()
-    assert not (tmp_path / "cv" / "fold-2.json").exists()  # the plain recipe's folds are left alone
+    assert (tmp_path / "records" / "e5-small-dapt" / "fold-2.json").is_file()
+    assert not (tmp_path / "records" / "fold-2.json").exists()  # the plain recipe's folds are left alone
+
+
+def test_cv_fold_records_are_kept_apart_from_the_work_folder_and_pooled_only_on_the_same_corpus(tmp_path,
+                                                                                                    monkeypatch):
+    cv = _module("cv_recipe")
+    monkeypatch.setattr(cv, "WORK", tmp_path / "work" / "cv")
+    monkeypatch.setattr(cv, "RECORDS", tmp_path / "cv")
+    monkeypatch.setattr(cv, "corpus_digest", lambda: "now")
+    fold = {"fold": 3, "truth": ["a", "b"], "pred": {"baseline": ["a", "a"]}, "recipe": "4", "fold_seed": 7,
+            "variant": "dapt", "corpus_sha256": "now", "note": "ع"}
+    path = cv.save_record(fold)
+    assert path == tmp_path / "cv" / "seed-7" / "dapt" / "fold-3.json"
+    assert len(path.read_text(encoding="utf-8").splitlines()) == len(fold) + 2  # a line a key: short diffs
+    assert cv.finished_folds(path.parent, "4") == [fold]
+    assert cv.finished_folds(path.parent, "5") == []  # another recipe version's fold is not pooled
+    cv.save_record({**fold, "fold": 4, "corpus_sha256": "before the corpus grew"})
+    assert [f["fold"] for f in cv.finished_folds(path.parent, "4")] == [3]
 
 
 def test_cv_reuses_a_finished_pretraining_only_for_the_same_epochs(tmp_path, monkeypatch):
