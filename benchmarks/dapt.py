@@ -18,7 +18,6 @@ arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
@@ -66,9 +65,8 @@ def main() -> None:
     # the corpus's own config, without its prepared splits: --exclude leaves out every labelled article instead
     cfg = load_config([*CONFIGS, *E5], [f"pretrain.epochs={args.epochs:g}", f"data.processed_dir={WORK / 'none'}",
                                          "train.resume=true"])  # a run that was stopped continues from its checkpoint
-    report = pretrain(cfg, [str(inputs)], args.output, [str(CORPUS)])
-    report["input"] = {"file": inputs.name, "sections": list(SECTIONS), "seed": args.seed, **counts}
-    (args.output / "pretrain.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    report = pretrain(cfg, [str(inputs)], args.output, [str(CORPUS)],
+                      about={"file": inputs.name, "sections": list(SECTIONS), "seed": args.seed, **counts})
     print(f"{report['articles']} articles pretrained on ({report['left_out']['articles']} more left out as copies of "
           f"security-corpus articles), {report['steps']} steps, {report['seconds'] / 60:.0f} min: held-out masked-LM "
           f"loss {report['mlm_loss_before']} -> {report['mlm_loss_after']}; backbone: {args.output}")

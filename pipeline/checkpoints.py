@@ -122,18 +122,28 @@ def changed_settings(checkpoints: Path, cfg: Config, saved: dict[str, Any] | Non
     return changed
 
 
+def refuse_changes(checkpoints: Path, changed: list[str], what: str, job: str) -> None:
+    """Stop a resume in one line that names what changed since the checkpoints were written (`what` they were
+    written with; the `job` to start afresh instead); go on when nothing did."""
+    if changed:
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise SettingsChanged(f"the checkpoints in {checkpoints} were written with other {what} (changed: {shown}); "
+                              f"resume with the ones they were written with, or {job} from scratch without --resume")
+
+
+def record_settings(checkpoints: Path, settings: dict[str, Any]) -> None:
+    """Record beside a fresh run's checkpoints what they are written with, for a later resume to check."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def check_settings(checkpoints: Path, cfg: Config, resuming: bool) -> None:
     """On resume, refuse checkpoints written by another number of processes or with other settings or data; on a
     fresh start, remove an earlier run's checkpoints and record this run's settings."""
     if resuming:
         saved = _record(checkpoints)
         check_world_size(written_by(checkpoints, saved), checkpoints)
-        changed = changed_settings(checkpoints, cfg, saved)
-        if changed:
-            shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-            raise SettingsChanged(f"the checkpoints in {checkpoints} were written with other settings or data "
-                                  f"(changed: {shown}); resume with the ones they were written with, or train "
-                                  "from scratch without --resume")
+        refuse_changes(checkpoints, changed_settings(checkpoints, cfg, saved), "settings or data", "train")
         return
     stale = sorted(checkpoints.glob("checkpoint-*"))
     if stale:
@@ -141,9 +151,8 @@ def check_settings(checkpoints: Path, cfg: Config, resuming: bool) -> None:
                     checkpoints, len(stale))
         for ckpt in stale:
             shutil.rmtree(ckpt, ignore_errors=True)
-    checkpoints.mkdir(parents=True, exist_ok=True)
     (checkpoints / LEGACY_WORLD_FILE).unlink(missing_ok=True)
-    (checkpoints / SETTINGS_FILE).write_text(json.dumps(run_settings(cfg), sort_keys=True) + "\n", encoding="utf-8")
+    record_settings(checkpoints, run_settings(cfg))
 
 
 def resumable(cfg: Config, kind: str = "transformer") -> bool:

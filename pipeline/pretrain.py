@@ -22,7 +22,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import SETTINGS_FILE, SettingsChanged, complete_checkpoint, disk_fault_state
+from pipeline.checkpoints import (
+    SETTINGS_FILE,
+    complete_checkpoint,
+    disk_fault_state,
+    record_settings,
+    refuse_changes,
+)
 from pipeline.config import Config
 from pipeline.data import processed_dir
 from pipeline.dedup import KnownTexts
@@ -114,33 +120,29 @@ def resume_point(cfg: Config, checkpoints: Path, settings: dict[str, Any]) -> Pa
     if last is not None:
         try:
             saved = json.loads((checkpoints / SETTINGS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            saved = {}
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)) if saved else []
-        if not saved or changed:
-            raise SettingsChanged(f"the checkpoints in {checkpoints} were written with other settings or articles "
-                                  f"({'changed: ' + ', '.join(changed) if changed else 'no readable record'}); "
-                                  "resume with the ones they were written with, or pretrain from scratch without "
-                                  "--resume")
+            changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        except (OSError, ValueError, TypeError, AttributeError):
+            changed = [f"no readable {SETTINGS_FILE}"]
+        refuse_changes(checkpoints, changed, "settings or articles", "pretrain")
         return last
     shutil.rmtree(checkpoints, ignore_errors=True)
-    checkpoints.mkdir(parents=True)
-    (checkpoints / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
+    record_settings(checkpoints, settings)
     return None
 
 
 def pretrain(cfg: Config, inputs: list[str], output: str | Path, exclude: list[str] = (),
-             callbacks: list[Any] = ()) -> dict[str, Any]:
+             callbacks: list[Any] = (), about: dict[str, Any] | None = None) -> dict[str, Any]:
     """Continue masked-LM training of `model.name_or_path` on the inputs, leaving out the held-out splits' articles
-    and those of the `exclude` files; write a backbone directory. `callbacks` join the Trainer's."""
+    and those of the `exclude` files; write a backbone directory. `callbacks` join the Trainer's; `about` (how the
+    inputs were drawn) is recorded in pretrain.json as its `input`."""
     out = Path(output)
     tracker = Tracker(cfg)
     with exclusive(out, "backbone directory"):
-        return _pretrain(cfg, tracker, inputs, out, list(exclude), list(callbacks))
+        return _pretrain(cfg, tracker, inputs, out, list(exclude), list(callbacks), about)
 
 
 def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclude: list[str],
-              callbacks: list[Any]) -> dict[str, Any]:
+              callbacks: list[Any], about: dict[str, Any] | None) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import (
@@ -164,8 +166,9 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclu
     set_seed(cfg.train.seed)
     set_threads(cfg.train.threads)
     tokenizer = load_tokenizer(name)
-    held_out = held_out_texts(cfg, exclude)
-    texts = list(unlabelled_texts(cfg, inputs, p.max_docs, held_out))
+    normalise = Normalizer(cfg.text, frozenset())  # unlabelled text and the articles to leave out alike
+    held_out = held_out_texts(cfg, exclude, normalise)
+    texts = list(unlabelled_texts(cfg, inputs, p.max_docs, held_out, normalise))
     if len(texts) < 20:
         raise DataError(f"{', '.join(inputs)}: {len(texts)} usable articles; masked-LM pretraining needs at least 20",
                         "too_few_rows")
@@ -206,6 +209,8 @@ def _pretrain(cfg: Config, tracker: Tracker, inputs: list[str], out: Path, exclu
                   "seconds": round(time.time() - started, 1), "settings": p.model_dump(mode="json"),
                   "left_out": {"articles": held_out.hits, "known": len(held_out),
                                "exclude": [str(Path(e).resolve()) for e in exclude]}}
+        if about:
+            report["input"] = about
         with quiet_transformers():
             encoder = AutoModel.from_pretrained(name, use_safetensors=True, trust_remote_code=False)
         loaded = encoder.load_state_dict(mlm.base_model.state_dict(), strict=False)  # the pooler stays the base's

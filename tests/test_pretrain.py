@@ -78,10 +78,17 @@ def test_a_stopped_pretraining_continues_from_its_checkpoint_and_only_with_the_s
     more = str(write_jsonl(tmp_path / "more.jsonl", make_corpus(per_label=1, seed=9)))
     with pytest.raises(SettingsChanged, match=r"\(changed: articles_sha256\)"):
         pretrain(cfg_tiny(*steps, "train.resume=true"), [*dump, more], out)
+    record = out / "checkpoints" / "settings.json"
+    kept = record.read_text(encoding="utf-8")
+    record.write_text("[1, 2", encoding="utf-8")
+    with pytest.raises(SettingsChanged, match=r"\(changed: no readable settings\.json\); resume with the ones"):
+        pretrain(cfg_tiny(*steps, "train.resume=true"), dump, out)
+    record.write_text(kept, encoding="utf-8")
     probe = FirstStep()
-    report = pretrain(cfg_tiny(*steps, "train.resume=true"), dump, out, callbacks=[probe])
+    report = pretrain(cfg_tiny(*steps, "train.resume=true"), dump, out, callbacks=[probe], about={"seed": 42})
     assert probe.first == 4 and report["steps"] == 6  # continued after the checkpoint, not from the start
-    assert (out / "pretrain.json").is_file() and not (out / "checkpoints").exists()
+    assert json.loads((out / "pretrain.json").read_text(encoding="utf-8"))["input"] == {"seed": 42}
+    assert not (out / "checkpoints").exists()
 
 
 def test_too_little_text_is_a_one_line_error(cfg_tiny, tmp_path):
