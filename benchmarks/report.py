@@ -273,6 +273,9 @@ def variant_table(r: dict) -> str:
     for m, name in (("fine_tuned", "e5-small fine-tune"), ("ensemble", "ensemble (baseline + e5-small)")):
         lines.append(f"| {name} | {a[m]['plain_macro_f1_mean']:.3f} | {a[m]['macro_f1_mean']:.3f} | "
                      f"{paired_cell(a[m]['vs_plain'])} | {paired_cell(r.get(m, {}).get('vs_baseline'))} |")
+    if a.get("plain_from"):
+        lines.append(f"\nThe plain recipe's figures are its per-fold macro-F1 in `{a['plain_from']}`: its folds ran "
+                     "before fold records were kept, so there is no paired test against it.")
     return "\n".join(lines)
 
 

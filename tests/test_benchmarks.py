@@ -398,6 +398,32 @@ def test_cv_fold_records_are_kept_apart_from_the_work_folder_and_pooled_only_on_
     assert [f["fold"] for f in cv.finished_folds(path.parent, "4")] == [3]
 
 
+def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_its_summary(tmp_path):
+    cv, report = _module("cv_recipe"), _module("report")
+    import recipe
+
+    truth = ["a", "b"] * 5
+    variant = [{"fold": k, "truth": truth, "pred": {"fine_tuned": truth, "ensemble": truth}} for k in (1, 3)]
+    plain = {"recipe": recipe.VERSION, "rows": 50, "folds": [0, 1, 2, 3, 4],
+             "fine_tuned": {"macro_f1_folds": [0.1, 0.2, 0.3, 0.4, 0.5]},
+             "ensemble": {"macro_f1_folds": [0.5, 0.6, 0.7, 0.8, 0.9]}}
+    path = tmp_path / "security-cv.json"
+    path.write_text(json.dumps(plain))
+    out = cv.plain_by_fold(variant, path, 50)
+    assert out["folds"] == [1, 3] and out["plain_from"] == "security-cv.json"
+    assert out["ensemble"] == {"macro_f1_mean": 1.0, "plain_macro_f1_mean": 0.7, "vs_plain": None}
+    assert out["fine_tuned"]["plain_macro_f1_mean"] == 0.3  # folds 1 and 3 of the plain recipe, not all five
+    assert cv.plain_by_fold(variant, path, 51) == {}  # another corpus
+    path.write_text(json.dumps({**plain, "recipe": "3"}))
+    assert cv.plain_by_fold(variant, path, 50) == {}  # another recipe version
+    assert cv.plain_by_fold(variant, tmp_path / "absent.json", 50) == {}
+    table = report.variant_table({"against_plain": out, "fold_seed": 42, "k": 5, "pretrain": [
+        {"backbone": "models/pretrained/dapt", "articles": 3999, "steps": 250, "left_out": {"articles": 1}}]})
+    row = next(line for line in table.splitlines() if line.startswith("| ensemble"))
+    assert row == "| ensemble (baseline + e5-small) | 0.700 | 1.000 |  |  |"
+    assert "per-fold macro-F1 in `security-cv.json`" in table and "no paired test against it" in table
+
+
 def test_cv_reuses_a_finished_pretraining_only_for_the_same_epochs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     cv = _module("cv_recipe")
