@@ -227,12 +227,17 @@ def add_pairs(fold: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_record(fold: dict[str, Any]) -> Path:
-    """Keep a finished fold's record in git: JSON with one line a key, so that a changed fold is a short diff."""
-    out = record_dir(fold["fold_seed"], fold["variant"]) / f"fold-{fold['fold']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = (f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in fold.items())
-    out.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
-    return out
+    """Keep a finished fold's record in git."""
+    return write_record(record_dir(fold["fold_seed"], fold["variant"]) / f"fold-{fold['fold']}.json", fold)
+
+
+def write_record(path: Path, record: dict[str, Any]) -> Path:
+    """A benchmark's record of predictions, kept in git: JSON with one line a key, so that a change is a short
+    diff."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in record.items())
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+    return path
 
 
 def macro_f1(truth: list[str], pred: list[str]) -> float:

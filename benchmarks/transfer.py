@@ -8,14 +8,15 @@ Each left-out source is its own prepared dataset (`data.split.files`: train and 
 outlets, test = the left-out one), trained and logged to MLflow (sqlite:///mlflow.db) like any run. The test
 figures carry 95% bootstrap intervals. Each run also trains the TF-IDF model of the title and lead; with --fine-tune
 the e5-small fine-tune and the recipe's ensemble (combiner chosen on the validation slice of the other outlets) are
-each compared with the baseline on the same articles by a paired bootstrap and McNemar, and every model's validation
-and test probabilities are saved (work/transfer/SOURCE/probs.npz, as cv_recipe.py's folds). Models stay out of the
-model registry. Results go to benchmarks/results/security-transfer.json; a row names the recipe version it ran.
+each compared with the baseline on the same articles by a paired bootstrap and McNemar; every model's prediction of
+every test article is kept in git (benchmarks/results/transfer/SOURCE.json, as cv_recipe.py's fold records), and its
+validation and test probabilities in the work folder (work/transfer/SOURCE/probs.npz). Models stay out of the model
+registry. Results go to benchmarks/results/security-transfer.json; a row names the recipe version it ran.
 
 The summary also pools the left-out sources: every article of every source run with the current recipe, scored by
 the models that never saw its outlet, in one paired test of each model against the baseline (`pooled`). It is
-computed from the saved probabilities, which must reproduce each row's test macro-F1; where a row's are missing or
-disagree, the pooled figure is left out and the sources to run again are named.
+computed from the kept predictions, which must be of the corpus as it is and reproduce each row's test macro-F1;
+where a row's are missing or disagree, the pooled figure is left out and the sources to run again are named.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "security-news" / "labelled.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "transfer"
+RECORDS = RESULTS / "transfer"
 
 
 def source_dir(source: str, work: Path = WORK) -> Path:
@@ -83,43 +85,52 @@ def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, override
 
     data = split_data(f"security-news-without-{source.replace(' ', '_')}", split_files(rows, source), WORK)
     cfg, runs = run_recipe([*data, "tracking.registered_model=null"], overrides, fine_tune=fine_tune, report=report)
-    if fine_tune:  # every model's validation and test probabilities: a combiner can be studied without training
-        from cv_recipe import predictions
+    if fine_tune:  # every model's predictions, kept; and its probabilities: a combiner can be studied again
+        from cv_recipe import corpus_digest, predictions, write_record
 
-        probs = source_dir(source) / "probs.npz"
-        predictions(cfg, {kind: run.model_dir for kind, run in runs.items()}, probs)
+        pred, truth, _ = predictions(cfg, {kind: run.model_dir for kind, run in runs.items()},
+                                     source_dir(source) / "probs.npz")
+        write_record(source_dir(source, RECORDS).with_suffix(".json"),
+                     {"source": source, "recipe": VERSION, "corpus_sha256": corpus_digest(), "truth": truth,
+                      "pred": pred})
     return out
 
 
-def pool_sources(rows: list[dict[str, Any]], work: Path = WORK) -> dict[str, Any]:
+def kept_predictions(source: str, records: Path = RECORDS) -> dict[str, Any]:
+    """A left-out source's kept record of predictions when it is of the corpus as it is now; else empty."""
+    from cv_recipe import corpus_digest
+
+    path = source_dir(source, records).with_suffix(".json")
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return record if record.get("corpus_sha256") == corpus_digest() else {}
+
+
+def pool_sources(rows: list[dict[str, Any]], records: Path = RECORDS) -> dict[str, Any]:
     """The baseline, the lead model, the fine-tune and the ensemble over every article of the sources run with the
-    current recipe, each scored by models trained without its outlet; `{"missing": [...]}` where some row's saved
-    test probabilities are absent or do not reproduce its figures."""
-    import numpy as np
-    from cv_recipe import pooled
+    current recipe, each scored by models trained without its outlet; `{"missing": [...]}` where some row's kept
+    predictions are absent or do not reproduce its figures."""
+    from cv_recipe import encoder, macro_f1, pooled
     from recipe import VERSION
-    from sklearn.metrics import f1_score
 
     kinds = ("baseline", "lead", "fine_tuned", "ensemble")
     ran = [r for r in rows if r.get("recipe") == VERSION and all(k in r for k in kinds)]
     saved, missing = {}, []
     for r in ran:
-        path = source_dir(r["source"], work) / "probs.npz"
-        d = dict(np.load(path)) if path.is_file() else {}
-        pred = {k: d[f"{k}_test"].argmax(axis=1) for k in kinds if f"{k}_test" in d}
-        if len(pred) < len(kinds) or any(abs(f1_score(d["y_test"], p, average="macro") - r[k]["macro_f1"]) > 1e-3
+        record = kept_predictions(r["source"], records)
+        pred = {k: record["pred"][k] for k in kinds if k in record.get("pred", {})}
+        if len(pred) < len(kinds) or any(abs(macro_f1(record["truth"], p) - r[k]["macro_f1"]) > 1e-3
                                          for k, p in pred.items()):
             missing.append(r["source"])
         else:
-            saved[r["source"]] = (d["labels"].tolist(), d["y_test"], pred)
+            saved[r["source"]] = (record["truth"], pred)
     if missing or not saved:
         return {"missing": missing}
-    labels = next(iter(saved.values()))[0]
-    if any(lb != labels for lb, _, _ in saved.values()):
-        return {"missing": [s for s, (lb, _, _) in saved.items() if lb != labels]}
-    y = np.concatenate([t for _, t, _ in saved.values()])
-    preds = {k: np.concatenate([p[k] for _, _, p in saved.values()]) for k in kinds}
-    return {"sources": list(saved), "rows": len(y), "labels": labels, "recipe": VERSION} | pooled(y, preds, labels)
+    truth = [x for t, _ in saved.values() for x in t]
+    labels = sorted({*truth, *(x for _, p in saved.values() for k in kinds for x in p[k])})
+    encode = encoder(labels)
+    preds = {k: encode([x for _, p in saved.values() for x in p[k]]) for k in kinds}
+    return {"sources": list(saved), "rows": len(truth), "labels": labels, "recipe": VERSION} \
+        | pooled(encode(truth), preds, labels)
 
 
 def main() -> None:
@@ -153,7 +164,7 @@ def main() -> None:
     previous.update({r["source"]: r for r in results})
     pool = pool_sources(list(previous.values()))
     if "missing" in pool:
-        print("no pooled figure: " + (f"the saved test probabilities of {', '.join(pool['missing'])} are absent or "
+        print("no pooled figure: " + (f"the kept test predictions of {', '.join(pool['missing'])} are absent or "
                                       "out of date; run them again with --fine-tune" if pool["missing"] else
                                       "no source has run with --fine-tune under the current recipe"))
     else:

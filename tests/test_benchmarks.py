@@ -199,10 +199,12 @@ def test_criterion_stability_reads_validation_resamples():
 
 def test_transfer_pools_the_left_out_sources_and_leaves_out_stale_predictions(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    transfer, report = _module("transfer"), _module("report")
+    transfer, report, cv = _module("transfer"), _module("report"), _module("cv_recipe")
     from recipe import VERSION
     from sklearn.metrics import f1_score
 
+    monkeypatch.setattr(cv, "corpus_digest", lambda: "now")
+    monkeypatch.setitem(sys.modules, "cv_recipe", cv)
     labels = np.array(["a", "b", "c"])
     kinds = ("baseline", "lead", "fine_tuned", "ensemble")
 
@@ -210,16 +212,16 @@ def test_transfer_pools_the_left_out_sources_and_leaves_out_stale_predictions(tm
         rng = np.random.default_rng(len(name))
         y = np.arange(n) % 3
         pred = {k: np.where(rng.random(n) < right[k], y, (y + 1) % 3) for k in kinds}
-        (tmp_path / name).mkdir()
-        np.savez(tmp_path / name / "probs.npz", y_test=y, labels=labels,
-                 **{f"{k}_test": np.eye(3)[p] for k, p in pred.items()})
+        path = cv.write_record(transfer.source_dir(name, tmp_path).with_suffix(".json"), {
+            "source": name, "recipe": VERSION, "corpus_sha256": "now", "truth": labels[y].tolist(),
+            "pred": {k: labels[p].tolist() for k, p in pred.items()}})
+        assert path.name == f"{name.replace(' ', '_')}.json"  # a file name without spaces
         row = {"source": name, "recipe": VERSION,
                **{k: {"n": n, "macro_f1": round(f1_score(y, p, average="macro"), 4)} for k, p in pred.items()}}
         return row, y, pred
 
     right = {"baseline": 0.6, "lead": 0.6, "fine_tuned": 0.7, "ensemble": 0.9}
-    (r1, y1, p1), (r2, y2, p2) = source("BBC", 60, right), source("Jawhara_FM", 90, right)
-    r2["source"] = "Jawhara FM"  # its folder name has an underscore
+    (r1, y1, p1), (r2, y2, p2) = source("BBC", 60, right), source("Jawhara FM", 90, right)
     old = {"source": "CNN", "baseline": r1["baseline"]}  # a baseline-only row is not pooled
     pool = transfer.pool_sources([r1, r2, old], tmp_path)
     assert pool["sources"] == ["BBC", "Jawhara FM"] and pool["rows"] == 150 and pool["labels"] == ["a", "b", "c"]
@@ -239,9 +241,12 @@ def test_transfer_pools_the_left_out_sources_and_leaves_out_stale_predictions(tm
     assert last.endswith(f"({report.bare_p(vs['p_bootstrap'])}, {report.bare_p(vs['p_mcnemar'])}) | recipe 4 |")
     assert "pools the 150 articles of BBC, Jawhara FM" in table and "Per label, ensemble (baseline): a " in table
 
-    r2["ensemble"]["macro_f1"] += 0.05  # the row was re-run since its probabilities were saved
+    r2["ensemble"]["macro_f1"] += 0.05  # the row was re-run since its predictions were kept
     assert transfer.pool_sources([r1, r2], tmp_path) == {"missing": ["Jawhara FM"]}
-    (tmp_path / "BBC" / "probs.npz").unlink()
+    monkeypatch.setattr(cv, "corpus_digest", lambda: "the corpus grew")
+    assert transfer.pool_sources([r1], tmp_path) == {"missing": ["BBC"]}  # predictions of other articles
+    monkeypatch.setattr(cv, "corpus_digest", lambda: "now")
+    (tmp_path / "BBC.json").unlink()
     assert transfer.pool_sources([r1], tmp_path) == {"missing": ["BBC"]}
     assert transfer.pool_sources([old], tmp_path) == {"missing": []}  # nothing ran the recipe
 
