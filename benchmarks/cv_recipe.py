@@ -147,6 +147,17 @@ def checked_backbone(path: Path) -> dict[str, Any]:
     return saved
 
 
+BACKBONE_KEYS = ("base_model", "articles", "steps", "settings", "input", "mlm_loss_before", "mlm_loss_after")
+
+
+def other_backbones(folds: list[dict[str, Any]], current: dict[str, Any]) -> dict[int, list[str]]:
+    """The folds fine-tuned from another pretraining than the backbone's `current` record (the backbone was made
+    again, say on a new machine, and came out different), each with the keys of its record that differ: pooling
+    them would mix two backbones."""
+    return {f["fold"]: diff for f in folds
+            if (diff := [k for k in BACKBONE_KEYS if (f.get("pretrain") or {}).get(k) != current.get(k)])}
+
+
 def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: int = SEED,
              pretrain_epochs: float = 0, backbone: Path | None = None) -> dict[str, Any]:
     """The recipe's models on one fold (with `pretrain_epochs`, the fine-tune from a backbone pretrained on the
@@ -373,11 +384,16 @@ def main() -> None:
     rows = [r for s in SPLITS for r in load_split(cfg, s)]  # normalised and deduplicated, as the baseline's CV
     if args.pretrain_epochs and args.backbone:
         raise SystemExit("error: --pretrain-epochs and --backbone are two variants; measure one at a time")
-    if args.backbone is not None:
-        checked_backbone(args.backbone)
     variant = variant_name(args.pretrain_epochs, args.backbone)
     work_dir(args.fold_seed, variant).mkdir(parents=True, exist_ok=True)
     records = record_dir(args.fold_seed, variant)
+    if args.backbone is not None:
+        odd = other_backbones(finished_folds(records, VERSION), checked_backbone(args.backbone))
+        if odd:
+            named = "; ".join(f"fold {k} ({' '.join(d)} differ)" for k, d in odd.items())
+            raise SystemExit(f"error: {named} in {records} "
+                             f"were fine-tuned from another pretraining than {args.backbone}: make the backbone as "
+                             "they were (benchmarks/dapt.py with the same arguments), or move their records away")
     if not args.summary_only:
         finished = {f["fold"] for f in finished_folds(records, VERSION)}
         for fold in args.folds:

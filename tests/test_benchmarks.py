@@ -429,6 +429,33 @@ def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_i
     assert "per-fold macro-F1 in `security-cv.json`" in table and "no paired test against it" in table
 
 
+def test_cv_folds_from_another_pretraining_of_the_backbone_are_named_not_pooled(tmp_path, monkeypatch, capsys):
+    cv = _module("cv_recipe")
+    import recipe
+
+    record = {"base_model": "multilingual-e5-small", "articles": 3999, "steps": 238, "settings": {"epochs": 1.0},
+              "input": {"seed": 42}, "mlm_loss_before": 14.1, "mlm_loss_after": 6.7114, "seconds": 2647.8}
+    made_again = {**record, "seconds": 2900.0, "backbone": "elsewhere"}  # slower, another path: the same backbone
+    differs = {**record, "mlm_loss_after": 6.7301}
+    folds = [{"fold": 0, "pretrain": made_again}, {"fold": 1, "pretrain": differs}, {"fold": 2, "pretrain": None}]
+    assert cv.other_backbones(folds, record) == {1: ["mlm_loss_after"], 2: list(cv.BACKBONE_KEYS)}
+    backbone = tmp_path / "e5-small-ant-dapt"
+    backbone.mkdir()
+    monkeypatch.setattr(cv, "CORPUS", tmp_path / "labelled.jsonl")
+    cv.CORPUS.write_text('{"id": "a", "text": "x", "label": "other"}\n')
+    (backbone / "pretrain.json").write_text(json.dumps({**record, "left_out": {"exclude": [str(cv.CORPUS)]}}))
+    monkeypatch.setattr(cv, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(cv, "WORK", tmp_path / "work")
+    cv.save_record({"fold": 3, "recipe": recipe.VERSION, "corpus_sha256": cv.corpus_digest(), "fold_seed": 42,
+                    "variant": backbone.name, "pretrain": differs})
+    monkeypatch.setattr("sys.argv", ["cv_recipe.py", "--backbone", str(backbone), "--summary-only"])
+    monkeypatch.setattr("pipeline.data.prepare", lambda cfg: None)
+    monkeypatch.setattr("pipeline.data.load_split", lambda cfg, split: [])
+    with pytest.raises(SystemExit, match=r"error: fold 3 \(mlm_loss_after differ\) in .*records/e5-small-ant-dapt "
+                                         r"were fine-tuned from another pretraining than .*e5-small-ant-dapt"):
+        cv.main()
+
+
 def test_cv_reuses_a_finished_pretraining_only_for_the_same_epochs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     cv = _module("cv_recipe")
