@@ -273,6 +273,12 @@ def variant_table(r: dict) -> str:
     for m, name in (("fine_tuned", "e5-small fine-tune"), ("ensemble", "ensemble (baseline + e5-small)")):
         lines.append(f"| {name} | {a[m]['plain_macro_f1_mean']:.3f} | {a[m]['macro_f1_mean']:.3f} | "
                      f"{paired_cell(a[m]['vs_plain'])} | {paired_cell(r.get(m, {}).get('vs_baseline'))} |")
+    ens = r.get("ensemble", {})
+    if ens.get("pooled_per_class_f1"):
+        bounds = ens.get("pooled_intervals", {}).get("per_class_f1", {})
+        cells = [f"{lb} {f:.2f}{interval(bounds.get(lb), 2)}" for lb, f in ens["pooled_per_class_f1"].items()]
+        lines.append(f"\nPer label, the pretrained ensemble pooled over these folds ({r['rows']} articles): "
+                     f"{'; '.join(cells)}.")
     if a.get("plain_from"):
         lines.append(f"\nThe plain recipe's figures are its per-fold macro-F1 in `{a['plain_from']}`: its folds ran "
                      "before fold records were kept, so there is no paired test against it.")

@@ -422,8 +422,12 @@ def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_i
     path.write_text(json.dumps({**plain, "recipe": "3"}))
     assert cv.plain_by_fold(variant, path, 50) == {}  # another recipe version
     assert cv.plain_by_fold(variant, tmp_path / "absent.json", 50) == {}
-    table = report.variant_table({"against_plain": out, "fold_seed": 42, "k": 5, "pretrain": [
-        {"backbone": "models/pretrained/dapt", "articles": 3999, "steps": 250, "left_out": {"articles": 1}}]})
+    pooled = {"pooled_per_class_f1": {"a": 0.9, "b": 0.45},
+              "pooled_intervals": {"per_class_f1": {"a": [0.8, 0.95], "b": [0.3, 0.6]}}}
+    table = report.variant_table({"against_plain": out, "fold_seed": 42, "k": 5, "rows": 20, "ensemble": pooled,
+                                  "pretrain": [{"backbone": "models/pretrained/dapt", "articles": 3999, "steps": 250,
+                                                "left_out": {"articles": 1}}]})
+    assert "pooled over these folds (20 articles): a 0.90 [0.80, 0.95]; b 0.45 [0.30, 0.60]." in table
     row = next(line for line in table.splitlines() if line.startswith("| ensemble"))
     assert row == "| ensemble (baseline + e5-small) | 0.700 | 1.000 |  |  |"
     assert "per-fold macro-F1 in `security-cv.json`" in table and "no paired test against it" in table
