@@ -261,11 +261,12 @@ def variant_table(r: dict) -> str:
                 f"articles alone ({steps} steps), then the recipe")
     else:
         b = r["pretrain"][0]
-        source = b.get("input", {})
+        source, n = b.get("input", {}), b["left_out"]["articles"]
+        copies = f"{n} {'copy' if n == 1 else 'copies'}"
         head = (f"**Domain-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --backbone "
                 f"{b['backbone']}{flag}`; {folds} so far; e5-small pretrained once on {b['articles']} unlabelled "
                 f"articles{' of ANT ' + ' and '.join(source['sections']) if source.get('sections') else ''} "
-                f"({b['steps']} steps; {b['left_out']['articles']} copies of security-corpus articles left out), "
+                f"({b['steps']} steps; {copies} of security-corpus articles left out), "
                 "then the recipe on every fold")
     lines = [f"{head}; against the plain recipe on the same articles)", "",
              "| model | plain, mean by fold | pretrained, mean by fold | pretrained − plain, pooled [95% CI] "

@@ -494,7 +494,8 @@ def test_cv_pretrained_variant_is_tested_against_the_plain_recipe_on_the_same_fo
          "input": {"sections": ["internationalNews", "middleEast"]}}]})
     assert "**Domain-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --backbone " \
            "models/pretrained/dapt`; folds 0, 1 of 5 drawn with seed 42 so far; e5-small pretrained once on 3999 " \
-           "unlabelled articles of ANT internationalNews and middleEast (250 steps; 1 copies" in dapt
+           "unlabelled articles of ANT internationalNews and middleEast (250 steps; 1 copy of security-corpus " \
+           "articles left out)" in dapt
     table = report.variant_table({"against_plain": out, "fold_seed": 7, "k": 5, "pretrain_epochs": 3.0,
                                "pretrain": [{"steps": 213}, {"steps": 214}]})
     assert "`python benchmarks/cv_recipe.py --pretrain-epochs 3 --fold-seed 7`; folds 0, 1 of 5" in table
