@@ -387,15 +387,16 @@ def main() -> None:
     variant = variant_name(args.pretrain_epochs, args.backbone)
     work_dir(args.fold_seed, variant).mkdir(parents=True, exist_ok=True)
     records = record_dir(args.fold_seed, variant)
+    kept = finished_folds(records, VERSION)
     if args.backbone is not None:
-        odd = other_backbones(finished_folds(records, VERSION), checked_backbone(args.backbone))
+        odd = other_backbones(kept, checked_backbone(args.backbone))
         if odd:
             named = "; ".join(f"fold {k} ({' '.join(d)} differ)" for k, d in odd.items())
             raise SystemExit(f"error: {named} in {records} "
                              f"were fine-tuned from another pretraining than {args.backbone}: make the backbone as "
                              "they were (benchmarks/dapt.py with the same arguments), or move their records away")
     if not args.summary_only:
-        finished = {f["fold"] for f in finished_folds(records, VERSION)}
+        finished = {f["fold"] for f in kept}
         for fold in args.folds:
             if fold in finished:
                 print(f"fold {fold}: done already ({records / f'fold-{fold}.json'})")

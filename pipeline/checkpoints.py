@@ -45,7 +45,7 @@ def run_settings(cfg: Config) -> dict[str, Any]:
     return {**learning_settings(cfg), "fit_sha256": splits_sha256(cfg, FIT_SPLITS), "world_size": world_size()}
 
 
-def _read(record: Path) -> dict[str, Any] | None:
+def read_record(record: Path) -> dict[str, Any] | None:
     """A JSON record next to the checkpoints, or None when absent; ValueError when it is not a JSON object."""
     try:
         saved = json.loads(record.read_text(encoding="utf-8"))
@@ -63,7 +63,7 @@ def _unreadable(record: Path) -> WorldSizeChanged:
 def _record(checkpoints: Path) -> dict[str, Any] | None:
     """The record, read once for all the checks of a resume; None when absent."""
     try:
-        return _read(checkpoints / SETTINGS_FILE)
+        return read_record(checkpoints / SETTINGS_FILE)
     except (OSError, ValueError):
         raise _unreadable(checkpoints / SETTINGS_FILE) from None
 
@@ -75,7 +75,7 @@ def written_by(checkpoints: Path, saved: dict[str, Any] | None = None) -> int:
     try:
         if found is None or "world_size" not in found:
             record = checkpoints / LEGACY_WORLD_FILE
-            found = _read(record) or {}
+            found = read_record(record) or {}
         return int(found.get("world_size", 1))
     except (OSError, ValueError, TypeError):
         raise _unreadable(record) from None
@@ -109,7 +109,7 @@ def changed_settings(checkpoints: Path, cfg: Config, saved: dict[str, Any] | Non
     """What differs between the settings the checkpoints were written with (`saved`: the record already read) and
     `cfg` (`train.learning_rate`, `data` ...); empty when nothing does or when they predate the record."""
     try:
-        saved = saved if saved is not None else _read(checkpoints / SETTINGS_FILE)
+        saved = saved if saved is not None else read_record(checkpoints / SETTINGS_FILE)
     except (OSError, ValueError):
         return [f"an unreadable {SETTINGS_FILE}"]
     if saved is None:

@@ -26,6 +26,7 @@ from pipeline.checkpoints import (
     SETTINGS_FILE,
     complete_checkpoint,
     disk_fault_state,
+    read_record,
     record_settings,
     refuse_changes,
 )
@@ -119,10 +120,11 @@ def resume_point(cfg: Config, checkpoints: Path, settings: dict[str, Any]) -> Pa
     last = complete_checkpoint(checkpoints) if cfg.train.resume else None
     if last is not None:
         try:
-            saved = json.loads((checkpoints / SETTINGS_FILE).read_text(encoding="utf-8"))
-            changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        except (OSError, ValueError, TypeError, AttributeError):
-            changed = [f"no readable {SETTINGS_FILE}"]
+            saved = read_record(checkpoints / SETTINGS_FILE)
+        except (OSError, ValueError):
+            saved = None
+        changed = [f"no readable {SETTINGS_FILE}"] if saved is None else \
+            sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         refuse_changes(checkpoints, changed, "settings or articles", "pretrain")
         return last
     shutil.rmtree(checkpoints, ignore_errors=True)

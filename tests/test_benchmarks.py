@@ -433,7 +433,7 @@ def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_i
     assert "per-fold macro-F1 in `security-cv.json`" in table and "no paired test against it" in table
 
 
-def test_cv_folds_from_another_pretraining_of_the_backbone_are_named_not_pooled(tmp_path, monkeypatch, capsys):
+def test_cv_folds_from_another_pretraining_of_the_backbone_are_named_not_pooled(tmp_path, monkeypatch):
     cv = _module("cv_recipe")
     import recipe
 

@@ -79,8 +79,8 @@ def test_a_resume_reads_the_record_once(cfg_tiny, monkeypatch):
     checkpoints = model_dir(cfg, KIND) / CHECKPOINTS
     check_settings(checkpoints, cfg, resuming=False)
     _checkpoint(checkpoints, 3)
-    read, real = [], ckpt._read
-    monkeypatch.setattr(ckpt, "_read", lambda record: read.append(record.name) or real(record))
+    read, real = [], ckpt.read_record
+    monkeypatch.setattr(ckpt, "read_record", lambda record: read.append(record.name) or real(record))
     assert resumable(cfg)
     check_settings(checkpoints, cfg, resuming=True)
     assert read == [SETTINGS_FILE, SETTINGS_FILE]  # once for each, world size and settings from the same read
