@@ -179,8 +179,11 @@ def seeds_table(r: dict) -> str:
     """The recipe on the fixed split, the fine-tune retrained with each seed: figures per seed, then mean ± sd."""
     seeds, summ = r["seeds"], r["summary"]
     weakest = summ["ensemble"]["weakest_label"]
-    lines = [f"**Security corpus, fixed split, {len(seeds)} training seed{'s' * (len(seeds) != 1)}** (the split and "
-             "the baseline fixed, "
+    pretrain = r.get("pretrain")
+    source = (f", e5-small pretrained on {pretrain['articles']:,} unlabelled articles "
+              f"({Path(pretrain['backbone']).name})" if pretrain else "")
+    lines = [f"**Security corpus, fixed split, {len(seeds)} training seed{'s' * (len(seeds) != 1)}{source}** (the "
+             "split and the baseline fixed, "
              f"baseline macro-F1 {summ['baseline_macro_f1']:.3f}; e5-small fine-tuned again with each seed and "
              "stacked with the baseline; paired bootstrap p against the baseline in brackets)", "",
              "| seed | e5-small fine-tuned macro-F1 | − baseline | ensemble macro-F1 | − baseline | "
@@ -324,10 +327,10 @@ def render() -> str:
     for path in sorted(RESULTS.glob("security-cv*.json")):
         if (variant := json.loads(path.read_text())).get("against_plain"):
             parts.append(variant_table(variant))
-    path = RESULTS / "security-seeds.json"
-    seeds = json.loads(path.read_text()) if path.is_file() else {}
-    if seeds.get("summary"):
-        parts.append(seeds_table(seeds))
+    for path in sorted(RESULTS.glob("security-seeds*.json")):  # the plain recipe's, then each from a backbone
+        seeds = json.loads(path.read_text())
+        if seeds.get("summary") and (path.name == "security-seeds.json" or seeds.get("pretrain")):
+            parts.append(seeds_table(seeds))
     path = RESULTS / "security-transfer.json"
     if path.is_file():
         parts.append(transfer_table(json.loads(path.read_text())))

@@ -9,6 +9,12 @@ runs in sittings.
 
     python benchmarks/seeds.py                 # seeds 42, 1, 2
     python benchmarks/seeds.py --seeds 42 1 2 3 4
+    python benchmarks/seeds.py --backbone models/pretrained/e5-small-ant-dapt   # the fine-tune from that backbone
+
+`--backbone DIR` fine-tunes from a pretrained backbone (benchmarks/dapt.py's), which must have been pretrained with
+the corpus excluded, as cv_recipe.py requires; its seeds go to their own file (security-seeds-NAME.json, NAME the
+directory's name) with the backbone's pretrain.json, and a backbone pretrained again with other settings or another
+outcome is refused there rather than mixed with the seeds already run.
 """
 
 from __future__ import annotations
@@ -29,9 +35,28 @@ KINDS = ("fine_tuned", "ensemble")
 RESAMPLES = 300
 
 
-def tuned_name(seed: int | str) -> str:
-    """The fine-tune's run and model directory name for one seed."""
-    return f"security-news-e5-small-seed{seed}"
+def tuned_name(seed: int | str, variant: str = "") -> str:
+    """The fine-tune's run and model directory name for one seed (from the backbone `variant`, when named)."""
+    return f"security-news-{variant or 'e5-small'}-seed{seed}"
+
+
+def results_file(variant: str = "") -> Path:
+    """Where the seeds of the plain recipe, or of the fine-tune from the backbone `variant`, are saved."""
+    return RESULTS.with_name(f"security-seeds-{variant}.json") if variant else RESULTS
+
+
+def backbone_record(path: Path, saved: dict[str, Any]) -> dict[str, Any]:
+    """The backbone's pretrain.json (checked as cv_recipe.py checks it) when it is the one the `saved` seeds were
+    fine-tuned from, or they have none; else exit naming the keys that differ."""
+    from cv_recipe import BACKBONE_KEYS, checked_backbone
+
+    record = {"backbone": str(path), **checked_backbone(path)}
+    before = saved.get("pretrain")
+    diff = [k for k in BACKBONE_KEYS if before.get(k) != record.get(k)] if saved.get("seeds") and before else []
+    if diff:
+        raise SystemExit(f"error: the seeds in {results_file(path.name)} were fine-tuned from another pretraining "
+                         f"of {path} (differs in {', '.join(diff)}); move that file away to measure this one")
+    return record
 
 
 def figures(run: Any, with_combiner: bool = False) -> dict[str, Any]:
@@ -129,6 +154,7 @@ def summarize(seeds: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    ap.add_argument("--backbone", type=Path, help="fine-tune from this pretrained backbone (benchmarks/dapt.py's)")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tune")
     args = ap.parse_args()
     data_dir = ROOT.parent / "shared" / "data" / "security-news"
@@ -141,17 +167,23 @@ def main() -> None:
     from pipeline.artifacts import model_dir
     from pipeline.config import load_config
 
-    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    variant = args.backbone.name if args.backbone else ""
+    path = results_file(variant)
+    saved = json.loads(path.read_text()) if path.is_file() else {}
     result: dict[str, Any] = saved if saved.get("version") == VERSION else {"version": VERSION, "seeds": {}}
+    overrides = list(args.overrides)
+    if args.backbone:
+        result["pretrain"] = backbone_record(args.backbone, result)
+        overrides.append(f"model.name_or_path={args.backbone}")
 
     def save() -> None:
         result["summary"] = summarize(result["seeds"], result["baseline"])
-        RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+        path.write_text(json.dumps(result, ensure_ascii=False, indent=2))
 
     cfg = load_config(CONFIGS, [])
     backfilled = False
     for seed, row in result["seeds"].items():  # seeds saved before the mean of members was measured
-        members = [model_dir(cfg, "baseline"), Path(cfg.output_dir) / tuned_name(seed)]
+        members = [model_dir(cfg, "baseline"), Path(cfg.output_dir) / tuned_name(seed, variant)]
         if "mean_of_members" not in row and all((m / "model_info.json").is_file() for m in members):
             row["mean_of_members"], backfilled = mean_of_members(cfg, members), True
     if backfilled:
@@ -170,7 +202,7 @@ def main() -> None:
                 row[kind] = figures(run, with_combiner=kind == "ensemble")
                 print(f"seed {seed} {kind}", json.dumps(row[kind]), flush=True)
 
-        tuned = [f"train.seed={seed}", f"tracking.run_name={tuned_name(seed)}", *args.overrides]
+        tuned = [f"train.seed={seed}", f"tracking.run_name={tuned_name(seed, variant)}", *overrides]
         run_recipe(["tracking.registered_model=null"], tuned, report=report)
         row["mean_of_members"] = mean_of_members(cfg, [dirs["baseline"], dirs["fine_tuned"]])
         result["seeds"][str(seed)] = row | {"wall_seconds": round(time.time() - started)}

@@ -178,6 +178,40 @@ def test_seeds_summarize_gains_and_the_weakest_label_and_render_every_seed():
         in table
 
 
+def test_seeds_from_a_backbone_keep_their_own_names_and_file_and_refuse_another_pretraining(tmp_path, monkeypatch):
+    seeds, report = _module("seeds"), _module("report")
+    import cv_recipe  # the module seeds.py imports its backbone check from
+
+    assert (seeds.tuned_name(1), seeds.results_file()) == ("security-news-e5-small-seed1", seeds.RESULTS)
+    assert seeds.tuned_name(1, "e5-small-ant-dapt") == "security-news-e5-small-ant-dapt-seed1"
+    assert seeds.results_file("e5-small-ant-dapt") == seeds.RESULTS.with_name("security-seeds-e5-small-ant-dapt.json")
+    corpus = tmp_path / "labelled.jsonl"
+    corpus.write_text('{"id": "a", "text": "x", "label": "other"}\n')
+    monkeypatch.setattr(cv_recipe, "CORPUS", corpus)
+    backbone = tmp_path / "e5-small-ant-dapt"
+    backbone.mkdir()
+    record = {"base_model": "e5", "articles": 4000, "steps": 238, "settings": {"epochs": 1.0}, "input": {},
+              "mlm_loss_before": 14.1, "mlm_loss_after": 6.7, "left_out": {"exclude": []}}
+    (backbone / "pretrain.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="not pretrained with --exclude"):  # may have read the test split
+        seeds.backbone_record(backbone, {})
+    record["left_out"]["exclude"].append(str(corpus))
+    (backbone / "pretrain.json").write_text(json.dumps(record))
+    assert seeds.backbone_record(backbone, {}) == {"backbone": str(backbone), **record}
+    assert seeds.backbone_record(backbone, {"seeds": {"42": {}}, "pretrain": record})["steps"] == 238
+    assert seeds.backbone_record(backbone, {"seeds": {}, "pretrain": {}})["steps"] == 238  # no seed run yet
+    with pytest.raises(SystemExit, match=r"another pretraining .* \(differs in steps, mlm_loss_after\)"):
+        seeds.backbone_record(backbone, {"seeds": {"42": {}}, "pretrain": {**record, "steps": 200,
+                                                                           "mlm_loss_after": 6.9}})
+    row = {"macro_f1": 0.7, "per_class_f1": {"a": 0.8, "b": 0.6},
+           "vs_baseline": {"macro_f1_diff": 0.05, "p_bootstrap": 0.01}}
+    runs = {"42": {"fine_tuned": row, "ensemble": row | {"combiner": "member s-e5-small alone"}}}
+    table = report.seeds_table({"seeds": runs, "summary": seeds.summarize(runs, {"macro_f1": 0.65}),
+                                "pretrain": {"backbone": str(backbone), **record}})
+    assert "**Security corpus, fixed split, 1 training seed, e5-small pretrained on 4,000 unlabelled articles " \
+        "(e5-small-ant-dapt)** (the split" in table
+
+
 def test_criterion_stability_reads_validation_resamples():
     seeds = _module("seeds")
     rng = np.random.default_rng(0)
