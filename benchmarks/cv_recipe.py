@@ -158,6 +158,17 @@ def other_backbones(folds: list[dict[str, Any]], current: dict[str, Any]) -> dic
             if (diff := [k for k in BACKBONE_KEYS if (f.get("pretrain") or {}).get(k) != current.get(k)])}
 
 
+def same_backbone(path: Path, before: dict[str, Any] | None, where: Path) -> dict[str, Any]:
+    """The backbone's checked record (`checked_backbone`, with the directory named) when the results saved in `where`
+    were fine-tuned from the same pretraining, recorded as `before` (None: none saved yet); else exit naming the keys
+    that differ, since it was pretrained again, say on a new machine, and came out different."""
+    record = {"backbone": str(path), **checked_backbone(path)}
+    if before is not None and (diff := [k for k in BACKBONE_KEYS if before.get(k) != record.get(k)]):
+        raise SystemExit(f"error: the results in {where} were fine-tuned from another pretraining of {path} (differs "
+                         f"in {', '.join(diff)}); move that file away to measure this one")
+    return record
+
+
 def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: int = SEED,
              pretrain_epochs: float = 0, backbone: Path | None = None) -> dict[str, Any]:
     """The recipe's models on one fold (with `pretrain_epochs`, the fine-tune from a backbone pretrained on the

@@ -73,6 +73,11 @@ def interval(bounds: list[float] | None, digits: int) -> str:
     return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]" if bounds else ""
 
 
+def pretrained(record: dict) -> str:
+    """`e5-small pretrained on 3,999 unlabelled articles (NAME)`: the backbone a variant fine-tuned, from its record."""
+    return f"e5-small pretrained on {record['articles']:,} unlabelled articles ({Path(record['backbone']).name})"
+
+
 def transfer_table(r: dict) -> str:
     """Leave-source-out: trained without an outlet, tested on it."""
     models = [(k, t) for k, t in (("lead", "TF-IDF of title + lead"), ("fine_tuned", "e5-small fine-tuned"),
@@ -83,8 +88,10 @@ def transfer_table(r: dict) -> str:
     head = "| left-out source | test articles | TF-IDF baseline macro-F1 |" + "".join(
         f" {t} macro-F1 |" + (f" {t} − baseline [95% CI] (paired bootstrap p, McNemar p) |" if k in paired else "")
         for k, t in models) + (" ensemble's members, chosen on validation |" if combined else "")
-    lines = [f"**Transfer to an unseen outlet** (security corpus, {r['rows']} articles; each source left out of "
-             "training in turn; 95% bootstrap intervals in brackets; labels the left-out source lacks are not "
+    source = (f", {pretrained(r['pretrain'])}, which may have read unlabelled articles of the left-out outlet, never "
+              "its test articles" if r.get("pretrain") else "")
+    lines = [f"**Transfer to an unseen outlet{source}** (security corpus, {r['rows']} articles; each source left out "
+             "of training in turn; 95% bootstrap intervals in brackets; labels the left-out source lacks are not "
              "averaged)", "", head,
              "|---|---:|---:|" + "".join("---:|---:|" if k in paired else "---:|" for k, _ in models)
              + ("---|" if combined else "")]
@@ -179,9 +186,7 @@ def seeds_table(r: dict) -> str:
     """The recipe on the fixed split, the fine-tune retrained with each seed: figures per seed, then mean ± sd."""
     seeds, summ = r["seeds"], r["summary"]
     weakest = summ["ensemble"]["weakest_label"]
-    pretrain = r.get("pretrain")
-    source = (f", e5-small pretrained on {pretrain['articles']:,} unlabelled articles "
-              f"({Path(pretrain['backbone']).name})" if pretrain else "")
+    source = f", {pretrained(r['pretrain'])}" if r.get("pretrain") else ""
     lines = [f"**Security corpus, fixed split, {len(seeds)} training seed{'s' * (len(seeds) != 1)}{source}** (the "
              "split and the baseline fixed, "
              f"baseline macro-F1 {summ['baseline_macro_f1']:.3f}; e5-small fine-tuned again with each seed and "
@@ -308,6 +313,11 @@ def splits_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def plain_first(stem: str) -> list[Path]:
+    """The results files `stem`.json (the plain recipe's) and `stem`-*.json (other versions, variants), that order."""
+    return sorted(RESULTS.glob(f"{stem}*.json"), key=lambda path: (path.stem != stem, path.name))
+
+
 def render() -> str:
     """All available results as markdown."""
     parts = []
@@ -327,12 +337,11 @@ def render() -> str:
     for path in sorted(RESULTS.glob("security-cv*.json")):
         if (variant := json.loads(path.read_text())).get("against_plain"):
             parts.append(variant_table(variant))
-    for path in sorted(RESULTS.glob("security-seeds*.json")):  # the plain recipe's, then each from a backbone
+    for path in plain_first("security-seeds"):
         seeds = json.loads(path.read_text())
         if seeds.get("summary") and (path.name == "security-seeds.json" or seeds.get("pretrain")):
             parts.append(seeds_table(seeds))
-    path = RESULTS / "security-transfer.json"
-    if path.is_file():
+    for path in plain_first("security-transfer"):
         parts.append(transfer_table(json.loads(path.read_text())))
     path = RESULTS / "sample_splits.json"
     if path.is_file():

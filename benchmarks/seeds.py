@@ -45,20 +45,6 @@ def results_file(variant: str = "") -> Path:
     return RESULTS.with_name(f"security-seeds-{variant}.json") if variant else RESULTS
 
 
-def backbone_record(path: Path, saved: dict[str, Any]) -> dict[str, Any]:
-    """The backbone's pretrain.json (checked as cv_recipe.py checks it) when it is the one the `saved` seeds were
-    fine-tuned from, or they have none; else exit naming the keys that differ."""
-    from cv_recipe import BACKBONE_KEYS, checked_backbone
-
-    record = {"backbone": str(path), **checked_backbone(path)}
-    before = saved.get("pretrain")
-    diff = [k for k in BACKBONE_KEYS if before.get(k) != record.get(k)] if saved.get("seeds") and before else []
-    if diff:
-        raise SystemExit(f"error: the seeds in {results_file(path.name)} were fine-tuned from another pretraining "
-                         f"of {path} (differs in {', '.join(diff)}); move that file away to measure this one")
-    return record
-
-
 def figures(run: Any, with_combiner: bool = False) -> dict[str, Any]:
     """What one seed's model scored on test (accuracy.py's summary: figures, intervals, the test against the
     baseline) and, for the ensemble, the members validation chose."""
@@ -173,7 +159,9 @@ def main() -> None:
     result: dict[str, Any] = saved if saved.get("version") == VERSION else {"version": VERSION, "seeds": {}}
     overrides = list(args.overrides)
     if args.backbone:
-        result["pretrain"] = backbone_record(args.backbone, result)
+        from cv_recipe import same_backbone
+
+        result["pretrain"] = same_backbone(args.backbone, result.get("pretrain") if result["seeds"] else None, path)
         overrides.append(f"model.name_or_path={args.backbone}")
 
     def save() -> None:

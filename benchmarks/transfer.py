@@ -3,6 +3,7 @@
     python benchmarks/transfer.py                         # the TF-IDF baseline, every source left out in turn
     python benchmarks/transfer.py --sources "Jawhara FM" BBC --fine-tune  # + e5-small and the ensemble (~20 min each)
     python benchmarks/transfer.py --summary-only          # pool the saved predictions again without training
+    python benchmarks/transfer.py --backbone models/pretrained/e5-small-ant-dapt --sources "Jawhara FM"
 
 Each left-out source is its own prepared dataset (`data.split.files`: train and validation drawn from the other
 outlets, test = the left-out one), trained and logged to MLflow (sqlite:///mlflow.db) like any run. The test
@@ -17,6 +18,14 @@ The summary also pools the left-out sources: every article of every source run w
 the models that never saw its outlet, in one paired test of each model against the baseline (`pooled`). It is
 computed from the kept predictions, which must be of the corpus as it is and reproduce each row's test macro-F1;
 where a row's are missing or disagree, the pooled figure is left out and the sources to run again are named.
+
+`--backbone DIR` runs the recipe with the fine-tune from a pretrained backbone (benchmarks/dapt.py's; implies
+--fine-tune), checked as cv_recipe.py checks it (pretrained with the corpus excluded). Its sources are a variant named
+after the directory, with their own datasets, work folder, records (transfer/NAME/) and results file
+(security-transfer-NAME.json, which records the backbone's pretrain.json; another pretraining of it is refused
+there). The backbone never read a test article, but it may have read other, unlabelled articles of the left-out
+outlet (dapt.py's are of five of the corpus's six outlets, all but Jawhara FM): a domain-adapted model is meant to
+have, so the figure measures an outlet whose labels, not whose news, were never seen.
 """
 
 from __future__ import annotations
@@ -34,12 +43,20 @@ WORK = RESULTS / "work" / "transfer"
 RECORDS = RESULTS / "transfer"
 
 
+def variant_paths(variant: str = "") -> tuple[Path, Path, Path]:
+    """The work folder, the record folder and the results file of the plain recipe, or of the fine-tune from the
+    backbone `variant`."""
+    if not variant:
+        return WORK, RECORDS, RESULTS / "security-transfer.json"
+    return WORK / variant, RECORDS / variant, RESULTS / f"security-transfer-{variant}.json"
+
+
 def source_dir(source: str, work: Path = WORK) -> Path:
     """Where one left-out source's split files and saved probabilities live."""
     return work / source.replace(" ", "_")
 
 
-def split_files(rows: list[dict[str, Any]], source: str, seed: int = 42) -> dict[str, Path]:
+def split_files(rows: list[dict[str, Any]], source: str, seed: int = 42, work: Path = WORK) -> dict[str, Path]:
     """Train and validation (stratified 10%) from the other outlets, test from `source`."""
     from sklearn.model_selection import train_test_split
 
@@ -47,7 +64,7 @@ def split_files(rows: list[dict[str, Any]], source: str, seed: int = 42) -> dict
 
     rest = [r for r in rows if r["source"] != source]
     train, val = train_test_split(rest, test_size=0.1, stratify=[r["label"] for r in rest], random_state=seed)
-    out = source_dir(source)
+    out = source_dir(source, work)
     parts = {"train": train, "validation": val, "test": [r for r in rows if r["source"] == source]}
     return {name: write_jsonl(out / f"{name}.jsonl", part) for name, part in parts.items()}
 
@@ -71,10 +88,13 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
             "support": {k: v["support"] for k, v in test["per_class"].items()}}
 
 
-def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, overrides: list[str]) -> dict[str, Any]:
-    """Baseline (and the fine-tune and the ensemble) trained without `source`, tested on it."""
+def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, overrides: list[str],
+              variant: str = "") -> dict[str, Any]:
+    """Baseline (and the fine-tune and the ensemble) trained without `source`, tested on it; with `variant` (a
+    backbone's name, which `overrides` set as model.name_or_path), in that variant's datasets and folders."""
     from recipe import VERSION, run_recipe, split_data
 
+    work, records, _ = variant_paths(variant)
     out: dict[str, Any] = {"source": source} | ({"recipe": VERSION} if fine_tune else {})
 
     def report(kind: str, run: Any) -> None:
@@ -83,16 +103,17 @@ def leave_out(rows: list[dict[str, Any]], source: str, fine_tune: bool, override
             | ({"combiner": run.metrics["ensemble"]["combiner"]} if kind == "ensemble" else {})
         print(source, kind.replace("_", "-"), json.dumps(out[kind]), flush=True)
 
-    data = split_data(f"security-news-without-{source.replace(' ', '_')}", split_files(rows, source), WORK)
+    name = f"security-news-without-{source.replace(' ', '_')}" + (f"-{variant}" if variant else "")
+    data = split_data(name, split_files(rows, source, work=work), work)
     cfg, runs = run_recipe([*data, "tracking.registered_model=null"], overrides, fine_tune=fine_tune, report=report)
     if fine_tune:  # every model's predictions, kept; and its probabilities: a combiner can be studied again
         from cv_recipe import corpus_digest, predictions, write_record
 
         pred, truth, _ = predictions(cfg, {kind: run.model_dir for kind, run in runs.items()},
-                                     source_dir(source) / "probs.npz")
-        write_record(source_dir(source, RECORDS).with_suffix(".json"),
+                                     source_dir(source, work) / "probs.npz")
+        write_record(source_dir(source, records).with_suffix(".json"),
                      {"source": source, "recipe": VERSION, "corpus_sha256": corpus_digest(), "truth": truth,
-                      "pred": pred})
+                      "pred": pred} | ({"variant": variant} if variant else {}))
     return out
 
 
@@ -140,6 +161,8 @@ def main() -> None:
     ap.add_argument("--fine-tune", action="store_true",
                     help="also fine-tune e5-small (cpu.yaml: 4 epochs) and stack it with the baseline per source")
     ap.add_argument("--summary-only", action="store_true", help="pool the saved predictions without training")
+    ap.add_argument("--backbone", type=Path, help="fine-tune from this pretrained backbone (benchmarks/dapt.py's); "
+                    "implies --fine-tune")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for the fine-tuned runs")
     args = ap.parse_args()
     if args.summary_only and (args.sources is not None or args.fine_tune or args.overrides):
@@ -156,13 +179,21 @@ def main() -> None:
     if unknown:
         ap.error(f"no source {', '.join(map(repr, unknown))} in {CORPUS}; its sources: {', '.join(known)}")
     sources = [] if args.summary_only else args.sources or known
-    started = time.time()
-    results = [leave_out(rows, s, args.fine_tune, args.overrides) for s in sources]
-    path = RESULTS / "security-transfer.json"
+    variant = args.backbone.name if args.backbone else ""
+    _, records, path = variant_paths(variant)
     before = json.loads(path.read_text()) if path.is_file() else {}
+    overrides, pretrain = list(args.overrides), {"pretrain": before["pretrain"]} if before.get("pretrain") else {}
+    if args.backbone and not args.summary_only:  # pooling the kept predictions needs no backbone
+        from cv_recipe import same_backbone
+
+        pretrain = {"pretrain": same_backbone(args.backbone, before.get("pretrain") if before.get("sources") else None,
+                                              path)}
+        overrides.append(f"model.name_or_path={args.backbone}")
+    started = time.time()
+    results = [leave_out(rows, s, args.fine_tune or bool(variant), overrides, variant) for s in sources]
     previous = {r["source"]: r for r in before.get("sources", [])}
     previous.update({r["source"]: r for r in results})
-    pool = pool_sources(list(previous.values()))
+    pool = pool_sources(list(previous.values()), records)
     if "missing" in pool:
         print("no pooled figure: " + (f"the kept test predictions of {', '.join(pool['missing'])} are absent or "
                                       "out of date; run them again with --fine-tune" if pool["missing"] else
@@ -173,7 +204,7 @@ def main() -> None:
               f"{pool['ensemble']['vs_baseline'].get('macro_f1_diff_interval')}")
     wall = before.get("wall_seconds") if args.summary_only else round(time.time() - started, 1)
     path.write_text(json.dumps({"corpus": str(CORPUS.relative_to(ROOT.parent)), "rows": len(rows),
-                                "sources": list(previous.values()), "wall_seconds": wall}
+                                "sources": list(previous.values()), "wall_seconds": wall} | pretrain
                                | ({} if "missing" in pool else {"pooled": pool}), ensure_ascii=False, indent=2))
     print(f"wrote {path}")
 

@@ -54,6 +54,51 @@ def test_splits_table_lists_every_split_and_the_summary():
     assert "better on 1 splits, tied on 0, worse on 1" in text
 
 
+def test_transfer_from_a_backbone_runs_in_its_own_datasets_folders_and_file(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    transfer, report, cv = _module("transfer"), _module("report"), _module("cv_recipe")
+    import recipe
+
+    monkeypatch.setattr(cv, "corpus_digest", lambda: "now")
+    monkeypatch.setitem(sys.modules, "cv_recipe", cv)
+    monkeypatch.setattr(transfer, "WORK", tmp_path / "work")
+    monkeypatch.setattr(transfer, "RECORDS", tmp_path / "records")
+    assert transfer.variant_paths()[0] == tmp_path / "work"
+    work, records, results = transfer.variant_paths("e5-small-ant-dapt")
+    assert (work, records) == (tmp_path / "work" / "e5-small-ant-dapt", tmp_path / "records" / "e5-small-ant-dapt")
+    assert results.name == "security-transfer-e5-small-ant-dapt.json"
+    trained = []
+    metrics = {"test": {"n": 4, "confusion_matrix": [[2, 0], [0, 2]], "accuracy": 1.0, "macro_f1": 1.0,
+                        "intervals": {}, "per_class": {"a": {"f1": 1.0, "support": 2}, "b": {"f1": 1.0, "support": 2}}},
+               "ensemble": {"combiner": "member x alone"}}
+
+    def run_recipe(data, overrides, fine_tune, report):
+        trained.append((data, overrides, fine_tune))
+        runs = {k: type("Run", (), {"model_dir": tmp_path / k, "metrics": metrics})()
+                for k in ("baseline", "fine_tuned", "ensemble")}
+        for kind, run in runs.items():
+            report(kind, run)
+        return None, runs
+
+    monkeypatch.setattr(recipe, "run_recipe", run_recipe)
+    monkeypatch.setattr(cv, "predictions", lambda cfg, dirs, probs: ({m: ["a", "b"] for m in dirs}, ["a", "b"], {}))
+    rows = [{"id": str(i), "text": f"article {i}", "label": "ab"[i % 2], "source": ["BBC", "Jawhara FM"][i % 3 == 0]}
+            for i in range(60)]
+    override = "model.name_or_path=models/pretrained/e5-small-ant-dapt"
+    out = transfer.leave_out(rows, "Jawhara FM", True, [override], "e5-small-ant-dapt")
+    (data, overrides, fine_tune), = trained
+    assert overrides == [override] and fine_tune
+    assert "data.name=security-news-without-Jawhara_FM-e5-small-ant-dapt" in data
+    assert f"data.split.files.test={work / 'Jawhara_FM' / 'test.jsonl'}" in data
+    kept = json.loads((records / "Jawhara_FM.json").read_text())
+    assert kept["variant"] == "e5-small-ant-dapt" and kept["truth"] == ["a", "b"]
+    assert out["ensemble"]["combiner"] == "member x alone" and not (tmp_path / "records" / "Jawhara_FM.json").exists()
+    pretrain = {"backbone": "models/pretrained/e5-small-ant-dapt", "articles": 3999}
+    table = report.transfer_table({"rows": 60, "sources": [out], "pretrain": pretrain})
+    assert table.startswith("**Transfer to an unseen outlet, e5-small pretrained on 3,999 unlabelled articles "
+                            "(e5-small-ant-dapt), which may have read unlabelled articles of the left-out outlet")
+
+
 def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
     report = _module("report")
     figures = {"n": 100, "macro_f1": 0.6, "accuracy": 0.7, "macro_f1_ci": [0.52, 0.68]}
@@ -180,7 +225,7 @@ def test_seeds_summarize_gains_and_the_weakest_label_and_render_every_seed():
 
 def test_seeds_from_a_backbone_keep_their_own_names_and_file_and_refuse_another_pretraining(tmp_path, monkeypatch):
     seeds, report = _module("seeds"), _module("report")
-    import cv_recipe  # the module seeds.py imports its backbone check from
+    import cv_recipe  # the module seeds.py and transfer.py import their backbone check from
 
     assert (seeds.tuned_name(1), seeds.results_file()) == ("security-news-e5-small-seed1", seeds.RESULTS)
     assert seeds.tuned_name(1, "e5-small-ant-dapt") == "security-news-e5-small-ant-dapt-seed1"
@@ -193,16 +238,16 @@ def test_seeds_from_a_backbone_keep_their_own_names_and_file_and_refuse_another_
     record = {"base_model": "e5", "articles": 4000, "steps": 238, "settings": {"epochs": 1.0}, "input": {},
               "mlm_loss_before": 14.1, "mlm_loss_after": 6.7, "left_out": {"exclude": []}}
     (backbone / "pretrain.json").write_text(json.dumps(record))
+    where = seeds.results_file(backbone.name)
     with pytest.raises(SystemExit, match="not pretrained with --exclude"):  # may have read the test split
-        seeds.backbone_record(backbone, {})
+        cv_recipe.same_backbone(backbone, None, where)
     record["left_out"]["exclude"].append(str(corpus))
     (backbone / "pretrain.json").write_text(json.dumps(record))
-    assert seeds.backbone_record(backbone, {}) == {"backbone": str(backbone), **record}
-    assert seeds.backbone_record(backbone, {"seeds": {"42": {}}, "pretrain": record})["steps"] == 238
-    assert seeds.backbone_record(backbone, {"seeds": {}, "pretrain": {}})["steps"] == 238  # no seed run yet
-    with pytest.raises(SystemExit, match=r"another pretraining .* \(differs in steps, mlm_loss_after\)"):
-        seeds.backbone_record(backbone, {"seeds": {"42": {}}, "pretrain": {**record, "steps": 200,
-                                                                           "mlm_loss_after": 6.9}})
+    assert cv_recipe.same_backbone(backbone, None, where) == {"backbone": str(backbone), **record}
+    assert cv_recipe.same_backbone(backbone, record, where)["steps"] == 238
+    with pytest.raises(SystemExit, match=r"security-seeds-e5-small-ant-dapt.json were fine-tuned from another "
+                                         r"pretraining .* \(differs in steps, mlm_loss_after\)"):
+        cv_recipe.same_backbone(backbone, {**record, "steps": 200, "mlm_loss_after": 6.9}, where)
     row = {"macro_f1": 0.7, "per_class_f1": {"a": 0.8, "b": 0.6},
            "vs_baseline": {"macro_f1_diff": 0.05, "p_bootstrap": 0.01}}
     runs = {"42": {"fine_tuned": row, "ensemble": row | {"combiner": "member s-e5-small alone"}}}
