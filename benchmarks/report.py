@@ -260,25 +260,29 @@ def variant_table(r: dict) -> str:
     from cv_recipe import SEED
 
     a, seed = r["against_plain"], r["fold_seed"]
-    folds = f"folds {', '.join(map(str, a['folds']))} of {r['k']} drawn with seed {seed}"
+    folds = (f"all {r['k']} folds drawn with seed {seed}" if len(a["folds"]) == r["k"] else
+             f"folds {', '.join(map(str, a['folds']))} of {r['k']} drawn with seed {seed} so far")
     flag = "" if seed == SEED else f" --fold-seed {seed}"
     if "pretrain_epochs" in r:
         steps = ", ".join(str(p["steps"]) for p in r["pretrain"])
         head = (f"**Task-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --pretrain-epochs "
-                f"{r['pretrain_epochs']:g}{flag}`; {folds} so far; e5-small pretrained on each fold's training "
+                f"{r['pretrain_epochs']:g}{flag}`; {folds}; e5-small pretrained on each fold's training "
                 f"articles alone ({steps} steps), then the recipe")
     else:
         b = r["pretrain"][0]
         source, n = b.get("input", {}), b["left_out"]["articles"]
         copies = f"{n} {'copy' if n == 1 else 'copies'}"
         head = (f"**Domain-adaptive pretraining, cross-validated** (`python benchmarks/cv_recipe.py --backbone "
-                f"{b['backbone']}{flag}`; {folds} so far; e5-small pretrained once on {b['articles']} unlabelled "
+                f"{b['backbone']}{flag}`; {folds}; e5-small pretrained once on {b['articles']} unlabelled "
                 f"articles{' of ANT ' + ' and '.join(source['sections']) if source.get('sections') else ''} "
                 f"({b['steps']} steps; {copies} of security-corpus articles left out), "
                 "then the recipe on every fold")
     lines = [f"{head}; against the plain recipe on the same articles)", "",
              "| model | plain, mean by fold | pretrained, mean by fold | pretrained − plain, pooled [95% CI] "
              "(p bootstrap, McNemar) | pretrained − baseline, pooled |", "|---|---:|---:|---:|---:|"]
+    if "macro_f1_mean" in r.get("baseline", {}):  # the same baseline on the same folds in both
+        lines.append(f"| TF-IDF baseline (the same in both) | {r['baseline']['macro_f1_mean']:.3f} | "
+                     f"{r['baseline']['macro_f1_mean']:.3f} | | |")
     for m, name in (("fine_tuned", "e5-small fine-tune"), ("ensemble", "ensemble (baseline + e5-small)")):
         lines.append(f"| {name} | {a[m]['plain_macro_f1_mean']:.3f} | {a[m]['macro_f1_mean']:.3f} | "
                      f"{paired_cell(a[m]['vs_plain'])} | {paired_cell(r.get(m, {}).get('vs_baseline'))} |")

@@ -510,6 +510,14 @@ def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_i
     row = next(line for line in table.splitlines() if line.startswith("| ensemble"))
     assert row == "| ensemble (baseline + e5-small) | 0.700 | 1.000 |  |  |"
     assert "per-fold macro-F1 in `security-cv.json`" in table and "no paired test against it" in table
+    assert "| TF-IDF baseline" not in table  # no baseline figures given
+    out["folds"] = [0, 1, 2, 3, 4]
+    table = report.variant_table({"against_plain": out, "fold_seed": 42, "k": 5, "rows": 20,
+                                  "baseline": {"macro_f1_mean": 0.6129}, "pretrain": [
+                                      {"backbone": "models/pretrained/dapt", "articles": 3999, "steps": 250,
+                                       "left_out": {"articles": 1}}]})
+    assert "`; all 5 folds drawn with seed 42; e5-small pretrained once" in table and "so far" not in table
+    assert "| TF-IDF baseline (the same in both) | 0.613 | 0.613 | | |" in table
 
 
 def test_cv_folds_from_another_pretraining_of_the_backbone_are_named_not_pooled(tmp_path, monkeypatch):
