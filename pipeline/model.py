@@ -35,10 +35,10 @@ def _offline_hint(name: str) -> str:
 
 def _check_source(name: str) -> None:
     """A local path must be a model directory; anything else is treated as a hub id."""
-    path = Path(name)
-    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    looks_local = (path := Path(name)).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local and not (path / "config.json").is_file():
-        raise ModelError(f"{name}: not a model directory (no config.json)")
+        how = "" if path.exists() else f"; make it with `pipeline pretrain --output {name}` or `pipeline backbone`"
+        raise ModelError(f"{name}: not a model directory (no config.json){how}")
 
 
 @contextlib.contextmanager

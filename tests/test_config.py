@@ -80,6 +80,10 @@ def test_shipped_configs_resolve():
     for files in (["configs/base.yaml"], ["configs/base.yaml", "configs/exp/security_news.yaml"]):
         cfg = load_config([ROOT / f for f in files])
         assert cfg.model.name_or_path
+    recipe = ["base.yaml", "exp/security_news.yaml", "exp/e5_small.yaml", "exp/dapt.yaml", "exp/cpu.yaml"]
+    cfg = load_config([ROOT / "configs" / f for f in recipe])  # the real-data recipe: e5-small's settings, DAPT weights
+    assert (cfg.model.name_or_path, cfg.model.pooling) == ("models/pretrained/e5-small-ant-dapt", "mean")
+    assert cfg.train.linear_probe and cfg.train.epochs == 4
 
 
 def test_yaml_round_trip_and_flat_params():

@@ -111,8 +111,13 @@ def test_unknown_model_offline_is_one_clear_line(monkeypatch):
 
 
 def test_local_directory_without_config(tmp_path):
-    with pytest.raises(ModelError, match=r"not a model directory \(no config\.json\)"):
+    with pytest.raises(ModelError, match=r"not a model directory \(no config\.json\)$"):
         load_tokenizer(str(tmp_path))
+    missing = tmp_path / "e5-small-ant-dapt"  # a backbone not made yet: say how to make it, on one line
+    with pytest.raises(ModelError, match=r"no config\.json\); make it with `pipeline pretrain --output "
+                                         rf"{missing}` or `pipeline backbone`") as err:
+        load_pretrained(str(missing), LABELS)
+    assert "\n" not in str(err.value)
 
 
 def test_loading_prints_no_report_for_the_new_head(tiny_bert, capfd):
