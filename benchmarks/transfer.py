@@ -195,9 +195,10 @@ def main() -> None:
     previous.update({r["source"]: r for r in results})
     pool = pool_sources(list(previous.values()), records)
     if "missing" in pool:
+        again = f"--backbone {args.backbone}" if variant else "--fine-tune"
         print("no pooled figure: " + (f"the kept test predictions of {', '.join(pool['missing'])} are absent or "
-                                      "out of date; run them again with --fine-tune" if pool["missing"] else
-                                      "no source has run with --fine-tune under the current recipe"))
+                                      f"out of date; run them again with {again}" if pool["missing"] else
+                                      f"no source has run with {again} under the current recipe"))
     else:
         print(f"pooled over {len(pool['sources'])} sources ({pool['rows']} articles): ensemble − baseline "
               f"{pool['ensemble']['vs_baseline']['macro_f1_diff']:+.3f} "
