@@ -121,7 +121,7 @@ def paired_cell(vs: dict | None) -> str:
 
 def pooled_row(pool: dict | None, models: list[tuple[str, str]], paired: set[str], combined: bool) -> list[str]:
     """The transfer table's last row, every left-out source's articles pooled, and its per-label F1."""
-    if not pool:
+    if not pool or len(pool["sources"]) < 2:  # one source's row says it all
         return []
     cells = [f"all {len(pool['sources'])} pooled", str(pool["rows"])]
     for key in ["baseline", *(k for k, _ in models)]:
@@ -141,8 +141,8 @@ def pooled_row(pool: dict | None, models: list[tuple[str, str]], paired: set[str
 def members(combiner: str) -> str:
     """`baseline + fine-tune` (mean), `fine-tune alone`, … from an ensemble's combiner description."""
     names = [n.strip() for n in combiner.split(":")[-1].replace(" alone", "").split(",") if n.strip()]
-    short = ["fine-tune" if "e5" in n or "bert" in n else "title + lead" if "-lead" in n
-             else "baseline" if "tfidf" in n else n for n in names]
+    short = ["title + lead" if "-tfidf-" in n and "-lead" in n else "baseline" if "-tfidf-" in n  # a dataset's name
+             else "fine-tune" if "e5" in n or "bert" in n else n for n in names]                  # may say e5 too
     return " + ".join(short) + (" alone" if len(short) == 1 else " (mean)") if short else ""
 
 

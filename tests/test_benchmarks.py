@@ -93,6 +93,9 @@ def test_transfer_from_a_backbone_runs_in_its_own_datasets_folders_and_file(tmp_
     kept = json.loads((records / "Jawhara_FM.json").read_text())
     assert kept["variant"] == "e5-small-ant-dapt" and kept["truth"] == ["a", "b"]
     assert out["ensemble"]["combiner"] == "member x alone" and not (tmp_path / "records" / "Jawhara_FM.json").exists()
+    named = "unweighted mean of log-probabilities: s-without-BBC-e5-small-ant-dapt-tfidf-logreg, " \
+        "s-without-BBC-e5-small-ant-dapt-tfidf-logreg-lead80, s-without-BBC-e5-small-ant-dapt-e5-small"
+    assert report.members(named) == "baseline + title + lead + fine-tune (mean)"  # the dataset's name says e5
     pretrain = {"backbone": "models/pretrained/e5-small-ant-dapt", "articles": 3999}
     table = report.transfer_table({"rows": 60, "sources": [out], "pretrain": pretrain})
     assert table.startswith("**Transfer to an unseen outlet, e5-small pretrained on 3,999 unlabelled articles "
