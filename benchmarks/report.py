@@ -108,7 +108,8 @@ def transfer_table(r: dict) -> str:
             recipe = recipe_name(s.get("recipe"))
             cells.append(f"{chosen} ({recipe})" if chosen and recipe else chosen)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + pooled_row(r.get("pooled"), models, paired, combined))
+    flags = f"--backbone {r['pretrain']['backbone']} " if r.get("pretrain") else ""
+    return "\n".join(lines + pooled_row(r.get("pooled"), models, paired, combined, flags))
 
 
 def paired_cell(vs: dict | None) -> str:
@@ -119,7 +120,8 @@ def paired_cell(vs: dict | None) -> str:
     return f"{vs['macro_f1_diff']:+.3f}{interval(vs.get('macro_f1_diff_interval'), 3)} ({', '.join(ps)})"
 
 
-def pooled_row(pool: dict | None, models: list[tuple[str, str]], paired: set[str], combined: bool) -> list[str]:
+def pooled_row(pool: dict | None, models: list[tuple[str, str]], paired: set[str], combined: bool,
+               flags: str = "") -> list[str]:
     """The transfer table's last row, every left-out source's articles pooled, and its per-label F1."""
     if not pool or len(pool["sources"]) < 2:  # one source's row says it all
         return []
@@ -134,7 +136,7 @@ def pooled_row(pool: dict | None, models: list[tuple[str, str]], paired: set[str
     return ["| " + " | ".join(cells) + " |", "",
             f"The last row pools the {pool['rows']} articles of {', '.join(pool['sources'])}, each scored by the "
             "models trained without its outlet, into one paired test (`python benchmarks/transfer.py "
-            "--summary-only`)." + ("" if len(by) < 2 else " Per label, ensemble (baseline): " + "; ".join(
+            f"{flags}--summary-only`)." + ("" if len(by) < 2 else " Per label, ensemble (baseline): " + "; ".join(
                 f"{lb} {f:.2f} ({by['baseline'][lb]:.2f})" for lb, f in by["ensemble"].items()) + ".")]
 
 

@@ -100,6 +100,11 @@ def test_transfer_from_a_backbone_runs_in_its_own_datasets_folders_and_file(tmp_
     table = report.transfer_table({"rows": 60, "sources": [out], "pretrain": pretrain})
     assert table.startswith("**Transfer to an unseen outlet, e5-small pretrained on 3,999 unlabelled articles "
                             "(e5-small-ant-dapt), which may have read unlabelled articles of the left-out outlet")
+    pool = {"sources": ["BBC", "Jawhara FM"], "rows": 60, "recipe": "4"}
+    lines = report.pooled_row(pool, [], set(), False, "--backbone models/pretrained/e5-small-ant-dapt ")
+    assert "(`python benchmarks/transfer.py --backbone models/pretrained/e5-small-ant-dapt --summary-only`)" \
+        in lines[-1]
+    assert report.pooled_row(pool | {"sources": ["BBC"]}, [], set(), False) == []  # one source: its row says it all
 
 
 def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
