@@ -150,12 +150,17 @@ def checked_backbone(path: Path) -> dict[str, Any]:
 BACKBONE_KEYS = ("base_model", "articles", "steps", "settings", "input", "mlm_loss_before", "mlm_loss_after")
 
 
+def backbone_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The keys of two pretrain.json records that differ: two different pretrainings when not empty."""
+    return [k for k in BACKBONE_KEYS if saved.get(k) != current.get(k)]
+
+
 def other_backbones(folds: list[dict[str, Any]], current: dict[str, Any]) -> dict[int, list[str]]:
     """The folds fine-tuned from another pretraining than the backbone's `current` record (the backbone was made
     again, say on a new machine, and came out different), each with the keys of its record that differ: pooling
     them would mix two backbones."""
     return {f["fold"]: diff for f in folds
-            if (diff := [k for k in BACKBONE_KEYS if (f.get("pretrain") or {}).get(k) != current.get(k)])}
+            if (diff := backbone_diff(f.get("pretrain") or {}, current))}
 
 
 def same_backbone(path: Path, before: dict[str, Any] | None, where: Path) -> dict[str, Any]:
@@ -163,7 +168,7 @@ def same_backbone(path: Path, before: dict[str, Any] | None, where: Path) -> dic
     were fine-tuned from the same pretraining, recorded as `before` (None: none saved yet); else exit naming the keys
     that differ, since it was pretrained again, say on a new machine, and came out different."""
     record = {"backbone": str(path), **checked_backbone(path)}
-    if before is not None and (diff := [k for k in BACKBONE_KEYS if before.get(k) != record.get(k)]):
+    if before is not None and (diff := backbone_diff(before, record)):
         raise SystemExit(f"error: the results in {where} were fine-tuned from another pretraining of {path} (differs "
                          f"in {', '.join(diff)}); move that file away to measure this one")
     return record

@@ -182,12 +182,11 @@ def main() -> None:
     variant = args.backbone.name if args.backbone else ""
     _, records, path = variant_paths(variant)
     before = json.loads(path.read_text()) if path.is_file() else {}
-    overrides, pretrain = list(args.overrides), {"pretrain": before["pretrain"]} if before.get("pretrain") else {}
+    overrides, pretrain = list(args.overrides), before.get("pretrain")
     if args.backbone and not args.summary_only:  # pooling the kept predictions needs no backbone
         from cv_recipe import same_backbone
 
-        pretrain = {"pretrain": same_backbone(args.backbone, before.get("pretrain") if before.get("sources") else None,
-                                              path)}
+        pretrain = same_backbone(args.backbone, pretrain if before.get("sources") else None, path)
         overrides.append(f"model.name_or_path={args.backbone}")
     started = time.time()
     results = [leave_out(rows, s, args.fine_tune or bool(variant), overrides, variant) for s in sources]
@@ -205,7 +204,8 @@ def main() -> None:
               f"{pool['ensemble']['vs_baseline'].get('macro_f1_diff_interval')}")
     wall = before.get("wall_seconds") if args.summary_only else round(time.time() - started, 1)
     path.write_text(json.dumps({"corpus": str(CORPUS.relative_to(ROOT.parent)), "rows": len(rows),
-                                "sources": list(previous.values()), "wall_seconds": wall} | pretrain
+                                "sources": list(previous.values()), "wall_seconds": wall}
+                               | ({"pretrain": pretrain} if pretrain else {})
                                | ({} if "missing" in pool else {"pooled": pool}), ensure_ascii=False, indent=2))
     print(f"wrote {path}")
 
