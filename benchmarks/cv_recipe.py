@@ -152,7 +152,9 @@ BACKBONE_KEYS = ("base_model", "articles", "steps", "settings", "input", "mlm_lo
 
 def backbone_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The keys of two pretrain.json records that differ: two different pretrainings when not empty."""
-    return [k for k in BACKBONE_KEYS if saved.get(k) != current.get(k)]
+    from pipeline.checkpoints import differing
+
+    return differing(saved, current, BACKBONE_KEYS)
 
 
 def other_backbones(folds: list[dict[str, Any]], current: dict[str, Any]) -> dict[int, list[str]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,12 @@ def disk_fault_state(checkpoints: Path) -> tuple[str, bool]:
     return f"{state}; free space, then rerun with --resume", True
 
 
+def differing(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str] | None = None) -> list[str]:
+    """The keys whose values differ between two records (of `keys`, or of both records' keys), sorted."""
+    keys = sorted(set(old) | set(new)) if keys is None else list(keys)
+    return [k for k in keys if old.get(k) != new.get(k)]
+
+
 def changed_settings(checkpoints: Path, cfg: Config, saved: dict[str, Any] | None = None) -> list[str]:
     """What differs between the settings the checkpoints were written with (`saved`: the record already read) and
     `cfg` (`train.learning_rate`, `data` ...); empty when nothing does or when they predate the record."""
@@ -118,7 +125,7 @@ def changed_settings(checkpoints: Path, cfg: Config, saved: dict[str, Any] | Non
     changed = [] if saved.get("fit_sha256") == now["fit_sha256"] else ["data"]
     for section in ("model", "labels", "train"):
         old, new = saved.get(section) or {}, now[section]
-        changed += [f"{section}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        changed += [f"{section}.{k}" for k in differing(old, new)]
     return changed
 
 

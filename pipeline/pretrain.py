@@ -25,6 +25,7 @@ from typing import Any
 from pipeline.checkpoints import (
     SETTINGS_FILE,
     complete_checkpoint,
+    differing,
     disk_fault_state,
     read_record,
     record_settings,
@@ -123,8 +124,7 @@ def resume_point(cfg: Config, checkpoints: Path, settings: dict[str, Any]) -> Pa
             saved = read_record(checkpoints / SETTINGS_FILE)
         except (OSError, ValueError):
             saved = None
-        changed = [f"no readable {SETTINGS_FILE}"] if saved is None else \
-            sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        changed = [f"no readable {SETTINGS_FILE}"] if saved is None else differing(saved, settings)
         refuse_changes(checkpoints, changed, "settings or articles", "pretrain")
         return last
     shutil.rmtree(checkpoints, ignore_errors=True)

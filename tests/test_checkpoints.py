@@ -12,6 +12,7 @@ from pipeline.checkpoints import (
     changed_settings,
     check_settings,
     complete_checkpoint,
+    differing,
     resumable,
 )
 from pipeline.cli import main
@@ -23,6 +24,13 @@ KIND = "transformer"
 def _checkpoint(checkpoints, step):
     (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
     (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # complete, as far as resume can tell
+
+
+def test_differing_names_the_keys_of_two_records_that_differ():
+    old, new = {"lr": 1, "steps": 2, "gone": 0}, {"lr": 1, "steps": 3, "new": 5}
+    assert differing(old, new) == ["gone", "new", "steps"]  # sorted; a key on one side only differs
+    assert differing(old, new, ["steps", "lr"]) == ["steps"]  # only the keys asked for, in their order
+    assert differing(old, dict(old)) == []
 
 
 def test_settings_name_what_changed(cfg_tiny):
