@@ -182,6 +182,10 @@ def main() -> None:
     variant = args.backbone.name if args.backbone else ""
     _, records, path = variant_paths(variant)
     before = json.loads(path.read_text()) if path.is_file() else {}
+    if args.summary_only and not before.get("sources"):
+        again = f"--backbone {args.backbone} --sources SOURCE" if variant else "--sources SOURCE"
+        ap.exit(2, f"error: nothing to pool: {path} has no source run yet; "
+                   f"run python benchmarks/transfer.py {again} first\n")
     overrides, pretrain = list(args.overrides), before.get("pretrain")
     if args.backbone and not args.summary_only:  # pooling the kept predictions needs no backbone
         from cv_recipe import same_backbone

@@ -348,6 +348,23 @@ def test_transfer_summary_only_refuses_what_it_would_ignore(argv, monkeypatch, c
     assert "--summary-only pools the sources already run, without training" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("variant", [[], ["--backbone", "models/pretrained/not-run"]])
+def test_transfer_summary_only_with_nothing_run_writes_nothing(variant, tmp_path, monkeypatch, capsys):
+    transfer = _module("transfer")
+    corpus = tmp_path / "labelled.jsonl"
+    corpus.write_text('{"id": "a", "text": "x", "label": "other", "source": "BBC"}\n', encoding="utf-8")
+    monkeypatch.setattr(transfer, "CORPUS", corpus)
+    monkeypatch.setattr(transfer, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", ["transfer.py", "--summary-only", *variant])
+    with pytest.raises(SystemExit) as stop:
+        transfer.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: nothing to pool: ") and "has no source run yet" in err and len(err.splitlines()) == 1
+    assert "--sources SOURCE first" in err and (not variant or "--backbone models/pretrained/not-run" in err)
+    assert not list(tmp_path.glob("security-transfer*.json"))  # no empty results file
+
+
 def test_transfer_names_an_unknown_source(tmp_path, monkeypatch, capsys):
     transfer = _module("transfer")
     corpus = tmp_path / "labelled.jsonl"
