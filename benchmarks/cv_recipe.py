@@ -69,6 +69,8 @@ SEED = 42
 
 PLAIN_MODELS = ("fine_tuned", "ensemble")  # compared with the pretrained variant's on the same folds
 VARIANT = "tapt"
+CONFIDENCE = "label_confidence"  # the security corpus's annotator confidence: high / medium / low
+CONFIDENCE_ORDER = ("high", "medium", "low")
 
 
 def variant_name(pretrain_epochs: float, backbone: Path | None) -> str:
@@ -95,18 +97,51 @@ def results_file(seed: int, variant: str = "") -> Path:
     return RESULTS / f"{stem}{'-' + variant if variant else ''}.json"
 
 
-def fold_files(rows: list[dict[str, Any]], fold: int, seed: int, variant: str = "") -> dict[str, Path]:
-    """Train, validation (stratified 15% of the other folds) and test (fold `fold`) as JSONL files."""
+def fold_parts(rows: list[dict[str, Any]], fold: int, seed: int) -> dict[str, list[int]]:
+    """The rows of train, validation (stratified 15% of the other folds) and test (fold `fold`), by position."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
-
-    from pipeline.readers import write_jsonl
 
     y = [r["label"] for r in rows]
     rest, test = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(rows, y))[fold]
     train, val = train_test_split(list(rest), test_size=0.15, stratify=[y[i] for i in rest], random_state=seed)
-    parts = {"train": train, "validation": val, "test": list(test)}
+    return {"train": train, "validation": val, "test": list(test)}
+
+
+def fold_files(rows: list[dict[str, Any]], fold: int, seed: int, variant: str = "") -> dict[str, Path]:
+    """A fold's train, validation and test rows (`fold_parts`) as JSONL files."""
+    from pipeline.readers import write_jsonl
+
     return {name: write_jsonl(work_dir(seed, variant) / f"fold-{fold}" / f"{name}.jsonl", [rows[i] for i in idx])
-            for name, idx in parts.items()}
+            for name, idx in fold_parts(rows, fold, seed).items()}
+
+
+def by_confidence(rows: list[dict[str, Any]], folds: list[dict[str, Any]], field: str = CONFIDENCE
+                  ) -> dict[str, Any]:
+    """Every model's pooled figures on the articles of each level of the annotators' confidence in the label
+    (`field`; in the security corpus `low` means two annotators disagreed): how much of a label's errors lie where
+    people disagree too. Each fold's test articles are drawn again from `rows` as the fold drew them; empty when
+    the corpus records no confidence or the kept labels do not match the articles drawn (another corpus)."""
+    from sklearn.metrics import f1_score
+
+    level, truth, preds = [], [], {m: [] for m in MODELS if all(m in f["pred"] for f in folds)}
+    for f in folds:
+        test = [rows[i] for i in fold_parts(rows, f["fold"], f.get("fold_seed", SEED))["test"]]
+        if [r["label"] for r in test] != f["truth"] or any(field not in r for r in test):
+            return {}
+        level += [r[field] for r in test]
+        truth += f["truth"]
+        for m, p in preds.items():
+            p += f["pred"][m]
+    labels, out = sorted(set(truth)), {}
+    for lv in sorted(set(level), key=lambda v: (CONFIDENCE_ORDER.index(v) if v in CONFIDENCE_ORDER else 9, v)):
+        idx = [i for i, v in enumerate(level) if v == lv]
+        t = [truth[i] for i in idx]
+        out[lv] = {"rows": len(idx), "support": {lb: t.count(lb) for lb in labels}} | {
+            m: {"macro_f1": round(float(f1_score(t, [p[i] for i in idx], average="macro")), 4),
+                "per_class_f1": {lb: round(float(x), 4) for lb, x in zip(labels, f1_score(
+                    t, [p[i] for i in idx], labels=labels, average=None, zero_division=0), strict=True)}}
+            for m, p in preds.items()}
+    return out
 
 
 def dataset(fold: int, seed: int, variant: str = "") -> str:
@@ -431,6 +466,8 @@ def main() -> None:
             summary["pretrain_epochs"] = args.pretrain_epochs
         summary["against_plain"] = (against_plain(done, finished_folds(record_dir(args.fold_seed), VERSION))
                                     or plain_by_fold(done, results_file(args.fold_seed), len(rows)))
+    if levels := by_confidence(rows, done):
+        summary["by_label_confidence"] = levels
     path = results_file(args.fold_seed, variant)
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     for m in [m for m in MODELS if m in summary]:

@@ -181,6 +181,8 @@ def cv_table(r: dict) -> str:
     if chosen:
         lines.append("\nThe ensemble's choice on each fold's validation: "
                      + "; ".join(f"{c}: {chosen.count(c)} of {len(chosen)}" for c in dict.fromkeys(chosen)) + ".")
+    if r.get("by_label_confidence"):
+        lines.append(confidence_table(r))
     return "\n".join(lines)
 
 
@@ -294,9 +296,34 @@ def variant_table(r: dict) -> str:
         cells = [f"{lb} {f:.2f}{interval(bounds.get(lb), 2)}" for lb, f in ens["pooled_per_class_f1"].items()]
         lines.append(f"\nPer label, the pretrained ensemble pooled over these folds ({r['rows']} articles): "
                      f"{'; '.join(cells)}.")
+    if r.get("by_label_confidence"):
+        lines.append(confidence_table(r))
     if a.get("plain_from"):
         lines.append(f"\nThe plain recipe's figures are its per-fold macro-F1 in `{a['plain_from']}`: its folds ran "
                      "before fold records were kept, so there is no paired test against it.")
+    return "\n".join(lines)
+
+
+def confidence_table(r: dict) -> str:
+    """A cross-validation's pooled figures by the annotators' confidence in the label (cv_recipe.by_confidence),
+    with the label the ensemble pooled over every article does worst on; empty when none are recorded."""
+    levels = r.get("by_label_confidence")
+    if not levels:
+        return ""
+    first = next(iter(levels.values()))
+    pooled_f1 = r.get("ensemble", {}).get("pooled_per_class_f1", {})
+    weakest = min(first["support"], key=lambda lb: pooled_f1.get(lb, 1.0))
+    models = [(m, n) for m, n in (("baseline", "baseline"), ("fine_tuned", "fine-tune"), ("ensemble", "ensemble"))
+              if m in first]
+    lines = ["\nBy the annotators' confidence in the label (pooled over the folds; `low`: two annotators disagreed)",
+             "", f"| confidence | articles | {weakest} articles | "
+             + " | ".join(f"{n} macro-F1" for _, n in models) + " | "
+             + " | ".join(f"{n}: {weakest} F1" for _, n in models) + " |",
+             "|---|---:|---:|" + "---:|" * (2 * len(models))]
+    for level, v in levels.items():
+        lines.append(f"| {level} | {v['rows']} | {v['support'][weakest]} | "
+                     + " | ".join(f"{v[m]['macro_f1']:.3f}" for m, _ in models) + " | "
+                     + " | ".join(f"{v[m]['per_class_f1'][weakest]:.2f}" for m, _ in models) + " |")
     return "\n".join(lines)
 
 

@@ -616,3 +616,35 @@ def test_cv_pretrained_variant_is_tested_against_the_plain_recipe_on_the_same_fo
     assert row.startswith(f"| ensemble (baseline + e5-small) | {out['ensemble']['plain_macro_f1_mean']:.3f} | 1.000 | "
                           f"{vs['macro_f1_diff']:+.3f} [")
     assert row.endswith(") |  |")  # no baseline in these folds: that cell is empty
+
+
+def test_cv_figures_by_annotator_confidence_redraw_each_folds_articles():
+    cv, report = _module("cv_recipe"), _module("report")
+    labels = ["a", "b", "c"]
+    rows = [{"id": str(i), "label": labels[i % 3], "label_confidence": "low" if i % 4 == 0 else "high"}
+            for i in range(60)]
+    folds = []
+    for k in (0, 2):
+        test = [rows[i] for i in cv.fold_parts(rows, k, 42)["test"]]
+        truth = [r["label"] for r in test]
+        # the baseline is wrong on every low-confidence article, the ensemble on none
+        wrong = [labels[(labels.index(r["label"]) + 1) % 3] if r["label_confidence"] == "low" else r["label"]
+                 for r in test]
+        folds.append({"fold": k, "fold_seed": 42, "truth": truth, "pred": {"baseline": wrong, "ensemble": truth}})
+    out = cv.by_confidence(rows, folds)
+    assert list(out) == ["high", "low"]  # high, medium, low order; a level no article has is absent
+    tested = [rows[i] for k in (0, 2) for i in cv.fold_parts(rows, k, 42)["test"]]
+    assert out["low"]["rows"] == sum(r["label_confidence"] == "low" for r in tested) > 0
+    assert out["high"]["rows"] + out["low"]["rows"] == len(tested) == 24
+    assert out["high"]["baseline"]["macro_f1"] == 1.0 and out["low"]["baseline"]["macro_f1"] == 0.0
+    assert out["low"]["ensemble"]["per_class_f1"] == {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert sum(out["low"]["support"].values()) == out["low"]["rows"]
+    # folds of another corpus (kept labels that are not the articles drawn), or no confidence recorded: nothing
+    assert cv.by_confidence(rows[1:], folds) == {}
+    assert cv.by_confidence([{k: v for k, v in r.items() if k != "label_confidence"} for r in rows], folds) == {}
+    table = report.confidence_table({"by_label_confidence": out,
+                                     "ensemble": {"pooled_per_class_f1": {"a": 0.9, "b": 0.4, "c": 0.8}}})
+    assert "| confidence | articles | b articles | baseline macro-F1 | ensemble macro-F1 | baseline: b F1 | " \
+           "ensemble: b F1 |" in table  # the ensemble's weakest label over all articles; no fine-tune recorded
+    assert f"| low | {out['low']['rows']} | {out['low']['support']['b']} | 0.000 | 1.000 | 0.00 | 1.00 |" in table
+    assert report.confidence_table({}) == ""
