@@ -125,6 +125,10 @@ class TrainConfig(_Section):
                                                          "log-probabilities of the subset of members best on "
                                                          "validation (a member alone is a subset); fitted: weights "
                                                          "or a logistic regression fitted on validation")
+    ensemble_offsets: Literal["none", "count_match"] = Field(
+        "none", description="count_match: before combining, add per-label offsets to each member's log-probabilities "
+        "so that on validation it predicts every label as often as validation has it (fitted on validation only; a "
+        "TF-IDF member under-predicts rare labels)")
     ensemble_criterion: Literal["log_loss", "macro_f1"] = Field(
         "log_loss", description="how the ensemble's candidates are compared on validation: calibrated log-loss "
         "(read from every article's probability) or macro-F1 (from the argmax alone: noisy on a few hundred articles)")

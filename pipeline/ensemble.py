@@ -40,7 +40,7 @@ from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, fit_temperature, softmax
 from pipeline.runs import RunResult, finish_run
 from pipeline.scoring import load_scorer
-from pipeline.stack import Combiner, features, save_combiner
+from pipeline.stack import Combiner, count_offsets, features, save_combiner, shifted
 from pipeline.tracking import Tracker, run_tags
 from pipeline.uncertainty import macro_f1
 
@@ -129,7 +129,7 @@ def _scored(name: str, logits: np.ndarray, y: np.ndarray, n_labels: int, criteri
 
 
 def choose(probs: list[np.ndarray], y: np.ndarray, n_labels: int, seed: int, method: str = "mean",
-           criterion: str = "log_loss") -> tuple[Combiner, np.ndarray, dict]:
+           criterion: str = "log_loss", offsets: str = "none") -> tuple[Combiner, np.ndarray, dict]:
     """The combiner best on validation under `criterion`, its validation logits, and the scores.
 
     `mean`: the unweighted mean of the log-probabilities of a subset of the members (every subset is a candidate,
@@ -142,7 +142,19 @@ def choose(probs: list[np.ndarray], y: np.ndarray, n_labels: int, seed: int, met
     from every article's probability; `macro_f1` their validation macro-F1, read from the argmax alone, which on a
     validation split of a few hundred articles moves by a few points when one rare-label article flips, so that it
     often cannot tell the candidates apart. Both figures are reported for every candidate.
+
+    `offsets`: `count_match` first shifts each member's log-probabilities by per-label offsets that make it predict
+    every label as often as validation holds it (`stack.count_offsets`); every candidate combines the shifted
+    members, and the combiner keeps the offsets.
     """
+    shift = [count_offsets(p, y).tolist() for p in probs] if offsets == "count_match" else []
+    combiner, logits, chosen = _choose(shifted(probs, shift), y, n_labels, seed, method, criterion)
+    combiner.offsets = shift
+    return combiner, logits, chosen | ({"label_offsets": [[round(b, 3) for b in m] for m in shift]} if shift else {})
+
+
+def _choose(probs: list[np.ndarray], y: np.ndarray, n_labels: int, seed: int, method: str, criterion: str,
+            ) -> tuple[Combiner, np.ndarray, dict]:
     scores: list[dict[str, Any]] = []
     best: tuple[float, Combiner | None, np.ndarray | None, tuple[str, Any], dict] = (-np.inf, None, None, ("", None),
                                                                                      {})
@@ -218,7 +230,8 @@ def _fit_ensemble(cfg: Config, tracker: Tracker, out: Path, paths: list[Path]) -
         texts = {s: [r["text"] for r in rs] for s, rs in rows.items()}  # prepared rows are normalised already
         probs = {s: [m.score(texts[s])[0] for m in scorers] for s in rows}
         combiner, val_logits, chosen = choose(probs["validation"], y["validation"], len(labels), cfg.train.seed,
-                                              cfg.train.ensemble_combiner, cfg.train.ensemble_criterion)
+                                              cfg.train.ensemble_combiner, cfg.train.ensemble_criterion,
+                                              cfg.train.ensemble_offsets)
         names = [p.resolve().name for p in paths]
         member_f1 = {n: round(float(macro_f1(y["test"], p.argmax(axis=1), len(labels))), 4)
                      for n, p in zip(names, probs["test"], strict=True)}

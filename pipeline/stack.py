@@ -24,6 +24,25 @@ def features(member_probs: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.log(np.clip(p, 1e-9, 1.0)) for p in member_probs], axis=1)
 
 
+def count_offsets(probs: np.ndarray, y: np.ndarray, iterations: int = 300) -> np.ndarray:
+    """Per-label offsets to add to a model's log-probabilities so that its argmax predicts every label about as
+    often as `y` holds it (a multiplicative step towards each label's count, shrinking; centred; deterministic)."""
+    n_labels = probs.shape[1]
+    logp, target, offsets = np.log(np.clip(probs, 1e-9, 1.0)), np.bincount(y, minlength=n_labels), np.zeros(n_labels)
+    for t in range(iterations):
+        counts = np.bincount((logp + offsets).argmax(axis=1), minlength=n_labels)
+        offsets += 0.5 / (1 + t / 30) * (np.log(target + 1) - np.log(counts + 1))
+        offsets = np.clip(offsets - offsets.mean(), -5.0, 5.0)
+    return offsets
+
+
+def shifted(member_probs: list[np.ndarray], offsets: list[list[float]] | None) -> list[np.ndarray]:
+    """The members' probabilities with their per-label offsets added to the log-probabilities (none: as they are)."""
+    if not offsets:
+        return member_probs
+    return [softmax(np.log(np.clip(p, 1e-9, 1.0)) + np.asarray(b)) for p, b in zip(member_probs, offsets, strict=True)]
+
+
 @dataclass
 class Combiner:
     """How member probabilities become the ensemble's logits."""
@@ -32,9 +51,11 @@ class Combiner:
     member: int = 0
     weights: list[float] = field(default_factory=list)
     model: Any = None  # the fitted scikit-learn LogisticRegression of `logreg`
+    offsets: list[list[float]] = field(default_factory=list)  # per member, per label (`count_offsets`); or none
 
     def logits(self, member_probs: list[np.ndarray]) -> np.ndarray:
         """Logits over the label set (the ensemble's temperature is applied by the caller)."""
+        member_probs = shifted(member_probs, getattr(self, "offsets", None))  # combiners saved before offsets: none
         if self.method == "member":
             return np.log(np.clip(member_probs[self.member], 1e-9, 1.0))
         if self.method == "weights":
@@ -54,14 +75,20 @@ class Combiner:
 
     def restricted(self, used: list[int]) -> Combiner:
         """The same combiner over the `used` members only, in their order."""
+        offsets = [self.offsets[i] for i in used] if getattr(self, "offsets", None) else []
         if self.method == "member":
-            return Combiner("member", member=used.index(self.member))
+            return Combiner("member", member=used.index(self.member), offsets=offsets)
         if self.method == "weights":
-            return Combiner("weights", weights=[self.weights[i] for i in used])
+            return Combiner("weights", weights=[self.weights[i] for i in used], offsets=offsets)
         return self
 
     def describe(self, names: list[str]) -> str:
         """One line for the log and the card."""
+        if getattr(self, "offsets", None):
+            return self._describe(names) + " (each member's label offsets matched to validation's label counts)"
+        return self._describe(names)
+
+    def _describe(self, names: list[str]) -> str:
         if self.method == "member":
             return f"member {names[self.member]} alone"
         if self.method == "weights" and len(set(self.weights)) == 1:

@@ -11,7 +11,7 @@ from pipeline.ensemble import choose, fit_ensemble
 from pipeline.errors import ConfigError, ModelError
 from pipeline.readers import read_jsonl
 from pipeline.scoring import load_scorer
-from pipeline.stack import Combiner
+from pipeline.stack import Combiner, count_offsets, shifted
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,52 @@ def test_the_mean_of_members_right_on_different_articles_is_chosen_and_fitting_i
     assert scores["chosen_val_log_loss"] <= scores["best_member_val_log_loss"]
 
 
+def _shy(y: np.ndarray, rare: int, rng: np.random.Generator) -> np.ndarray:
+    """A member that knows every label but is shy of `rare`: its probability there is always scaled down."""
+    p = np.eye(3)[y] * 0.6 + 0.4 / 3 + rng.random((len(y), 3)) * 0.3
+    p[:, rare] *= 0.35
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_count_offsets_make_a_shy_member_predict_each_label_as_often_as_validation_holds_it():
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(3), [60, 30, 10])
+    shy = _shy(y, 2, rng)
+    assert np.bincount(shy.argmax(axis=1), minlength=3)[2] < 5  # label 2 (10 articles) is hardly ever predicted
+    offsets = count_offsets(shy, y)
+    counts = np.bincount((np.log(shy) + offsets).argmax(axis=1), minlength=3)
+    assert np.abs(counts - np.bincount(y)).max() <= 2 and offsets[2] == offsets.max()
+    assert abs(offsets.sum()) < 1e-9 and np.array_equal(offsets, count_offsets(shy, y))  # centred, deterministic
+    moved = shifted([shy], [offsets.tolist()])[0]
+    assert np.allclose(moved.sum(axis=1), 1) and shifted([shy], [])[0] is shy
+    # on fresh articles of the same member the offsets hold: the rare label is found again
+    y2 = np.repeat(np.arange(3), [60, 30, 10])
+    fresh = _shy(y2, 2, np.random.default_rng(4))
+    found = ((np.log(fresh) + offsets).argmax(axis=1) == y2)[y2 == 2].mean()
+    assert found > 0.8 > (fresh.argmax(axis=1) == y2)[y2 == 2].mean()
+
+
+def test_offsets_are_fitted_per_member_kept_by_the_combiner_and_restricted_with_it():
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(3), [60, 30, 10])
+    members = [_shy(y, 2, rng), _shy(y, 2, rng), np.full((len(y), 3), 1 / 3)]  # both shy of the rare label
+    plain, _, plain_scores = choose(members, y, 3, seed=0)
+    combiner, logits, scores = choose(members, y, 3, seed=0, offsets="count_match")
+    assert "label_offsets" not in plain_scores and not plain.offsets
+    assert [int(np.argmax(b)) for b in scores["label_offsets"][:2]] == [2, 2]  # each raises the label it is shy of
+    assert scores["chosen_val_macro_f1"] > plain_scores["chosen_val_macro_f1"]
+    assert (combiner.logits(members).argmax(axis=1) == logits.argmax(axis=1)).all()
+    used = combiner.used(3)
+    alone = combiner.restricted(used)
+    assert 2 not in used and alone.offsets == [combiner.offsets[i] for i in used]  # the useless one is not kept
+    assert (alone.logits([members[i] for i in used]).argmax(axis=1) == logits.argmax(axis=1)).all()
+    assert "label offsets matched to validation's label counts" in alone.describe(["a", "b"][:len(used)])
+    old = Combiner("member", member=0)
+    del old.offsets  # a combiner saved before offsets existed still combines, without them
+    assert (old.logits(members[:1]) == np.log(np.clip(members[0], 1e-9, 1))).all()
+    assert "offsets" not in old.describe(["a"])
+
+
 def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
     cfg, members = two_baselines
     first = fit_ensemble(cfg, members)
@@ -101,6 +147,15 @@ def test_ensemble_is_fitted_on_validation_only(two_baselines, capsys):
     assert again["combiner"] == combiner["combiner"] and again["candidates"] == combiner["candidates"]
     assert second.metrics["validation"] == first.metrics["validation"]
     assert second.metrics["test"]["macro_f1"] < first.metrics["test"]["macro_f1"]  # test was read, for scoring only
+    shifted_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ensemble_offsets": "count_match"})})
+    offsets = json.loads((fit_ensemble(shifted_cfg, members).model_dir / "ensemble.json").read_text())
+    write_jsonl(test_file, [{**r, "label": str(lb)} for r, lb in zip(rows, shuffled, strict=True)])
+    try:
+        planted = json.loads((fit_ensemble(shifted_cfg, members).model_dir / "ensemble.json").read_text())
+    finally:
+        write_jsonl(test_file, rows)
+    assert planted["label_offsets"] == offsets["label_offsets"]  # the offsets, too, read validation alone
+    assert planted["candidates"] == offsets["candidates"]
     paired = first.metrics["test"]["vs_baseline"]  # against this config's baseline, on the same test articles
     assert paired["baseline"] == members[0].name and paired["n"] == len(rows)
 
