@@ -648,3 +648,36 @@ def test_cv_figures_by_annotator_confidence_redraw_each_folds_articles():
            "ensemble: b F1 |" in table  # the ensemble's weakest label over all articles; no fine-tune recorded
     assert f"| low | {out['low']['rows']} | {out['low']['support']['b']} | 0.000 | 1.000 | 0.00 | 1.00 |" in table
     assert report.confidence_table({}) == ""
+
+
+def _member_probs(y, rng, shy=None):
+    p = np.eye(3)[y] * 0.6 + 0.4 / 3 + rng.random((len(y), 3)) * 0.3
+    if shy is not None:
+        p[:, shy] *= 0.35
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_offsets_benchmark_recombines_the_kept_probabilities_both_ways(tmp_path, monkeypatch):
+    offsets = _module("offsets")
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), [60, 30, 10])
+    for k in range(2):  # two folds of kept probabilities, as cv_recipe.py writes them; a shy baseline
+        (tmp_path / "cv" / "dapt").mkdir(parents=True, exist_ok=True)
+        np.savez(tmp_path / "cv" / "dapt" / f"probs-fold-{k}.npz", labels=np.array(["a", "b", "c"]),
+                 y_validation=y, y_test=y,
+                 **{f"baseline_{s}": _member_probs(y, rng, 2) for s in ("validation", "test")},
+                 **{f"fine_tuned_{s}": _member_probs(y, rng) for s in ("validation", "test")})
+    monkeypatch.setattr(offsets, "WORK", tmp_path)
+    sets = offsets.cv_sets("dapt")
+    assert [s["name"] for s in sets] == ["fold 0", "fold 1"] and offsets.transfer_sets("dapt") == []
+    r = offsets.recombined(sets, ["a", "b", "c"])
+    assert r["rows"] == 200 and r["support"] == {"a": 120, "b": 60, "c": 20}
+    assert r["predicted"]["baseline"]["c"] < 20 <= r["predicted"]["count_match"]["c"] + 4  # the shy label, found
+    assert r["count_match"]["pooled_per_class_f1"]["c"] > r["baseline"]["pooled_per_class_f1"]["c"]
+    assert set(r["count_match"]["vs_none"]) >= {"macro_f1_diff", "p_bootstrap", "p_mcnemar"}
+    assert "vs_baseline" in r["none"] and "vs_baseline" in r["count_match"]  # both against the baseline, paired
+    row = r["sets"][0]
+    assert set(row["label_offsets"]) == {"baseline", "fine_tuned"} and row["label_offsets"]["baseline"][2] > 0
+    assert "offsets matched" in row["count_match_combiner"] and "offsets" not in row["none_combiner"]
+    table = _module("report").offsets_table({"variant": "dapt", "cv": r, "fixed": [r]})
+    assert "| cross-validation folds | 200 |" in table and "| fixed split, fold 0 |" in table
