@@ -34,6 +34,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work"
 MEMBERS = ("baseline", "fine_tuned")
 KINDS = ("none", "count_match")
+SEED = 42  # the recipe's train.seed, which `pipeline ensemble` passes to the combiner
 
 
 def recombined(sets: list[dict[str, np.ndarray]], labels: list[str]) -> dict[str, Any]:
@@ -53,8 +54,8 @@ def recombined(sets: list[dict[str, np.ndarray]], labels: list[str]) -> dict[str
         preds["baseline"] += base
         row["baseline"] = round(macro_f1(y, base), 4)
         for kind in KINDS:
-            combiner, _, info = choose([s[f"{m}_validation"] for m in MEMBERS], s["y_validation"], len(labels), 42,
-                                       offsets=kind)
+            combiner, _, info = choose([s[f"{m}_validation"] for m in MEMBERS], s["y_validation"], len(labels),
+                                       SEED, offsets=kind)
             pred = [labels[i] for i in combiner.logits([s[f"{m}_test"] for m in MEMBERS]).argmax(axis=1)]
             preds[kind] += pred
             row[kind] = round(macro_f1(y, pred), 4)
@@ -101,7 +102,12 @@ def fixed_sets(variant: str) -> list[dict[str, Any]]:
     digest = splits_sha256(cfg, FIT_SPLITS)
     rows = {s: load_split(cfg, s) for s in ("validation", "test")}
     base_dir = ROOT / "models" / "security-news-tfidf-logreg"
-    sets, scored = [], {}
+
+    def probabilities(directory: Path) -> tuple[Any, dict[str, np.ndarray]]:
+        scorer = load_scorer(directory)
+        return scorer.labels, {s: scorer.score([r["text"] for r in rs])[0] for s, rs in rows.items()}
+
+    sets, baseline = [], None  # the baseline is the same for every seed: scored once
     for seed in json.loads(seeds_file.read_text())["seeds"]:
         cache = WORK / "offsets" / f"fixed-{variant}-seed{seed}.npz"
         tuned = ROOT / "models" / f"security-news-{variant}-seed{seed}"
@@ -109,13 +115,11 @@ def fixed_sets(variant: str) -> list[dict[str, Any]]:
             if not all(d.is_dir() and read_info(d).get("fit_sha256") == digest for d in (base_dir, tuned)):
                 print(f"fixed split, seed {seed}: {tuned.name} or the baseline is absent or of another split; skipped")
                 continue
-            for name, directory in (("baseline", base_dir), ("fine_tuned", tuned)):
-                if name not in scored or name == "fine_tuned":
-                    scorer = load_scorer(directory)
-                    scored[name] = {s: scorer.score([r["text"] for r in rs])[0] for s, rs in rows.items()}
+            baseline = baseline or probabilities(base_dir)[1]
+            labels, fine_tuned = probabilities(tuned)
             cache.parent.mkdir(parents=True, exist_ok=True)
-            labels = scorer.labels
-            np.savez_compressed(cache, **{f"{m}_{s}": p for m, by in scored.items() for s, p in by.items()},
+            members = {"baseline": baseline, "fine_tuned": fine_tuned}
+            np.savez_compressed(cache, **{f"{m}_{s}": p for m, by in members.items() for s, p in by.items()},
                                 **{f"y_{s}": labels.encode(rs) for s, rs in rows.items()}, labels=np.array(labels.ids))
         sets.append({"name": f"seed {seed}", **np.load(cache)})
     return sets

@@ -2,8 +2,9 @@
 
 The combiner is one of: `member` (one member alone: the stack did not beat it on validation), `weights` (a
 weighted mean of the members' log-probabilities; by default their unweighted mean) or `logreg` (a multinomial
-logistic regression on them). It is chosen on validation by `pipeline.ensemble`, never on test; this module only
-applies it.
+logistic regression on them). With `train.ensemble_offsets: count_match` each member's log-probabilities are first
+shifted by per-label offsets (`count_offsets`) that the combiner carries. It is chosen on validation by
+`pipeline.ensemble`, never on test; this module only applies it.
 """
 
 from __future__ import annotations
