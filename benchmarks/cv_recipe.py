@@ -246,30 +246,41 @@ def run_fold(rows: list[dict[str, Any]], fold: int, overrides: list[str], seed: 
     return result
 
 
+def scored_splits(cfg: Any, dirs: dict[str, Path], probs_file: Path | None = None
+                  ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[dict[str, Any]]], Any]:
+    """Every model's validation and test probabilities (`{model: {split: probs}}`), the splits' rows and the label
+    map. With `probs_file`, the probabilities and both splits' labels are saved there (`MODEL_SPLIT`, `y_SPLIT`,
+    `labels`: what offsets.py reads back)."""
+    from pipeline.data import load_split
+    from pipeline.scoring import load_scorer
+
+    rows = {s: load_split(cfg, s) for s in ("validation", "test")}
+    scored = {}
+    for model, directory in dirs.items():
+        scorer = load_scorer(directory)
+        labels = scorer.labels
+        scored[model] = {s: scorer.score([r["text"] for r in rs])[0] for s, rs in rows.items()}
+    if probs_file is not None:
+        np.savez_compressed(probs_file, **{f"{m}_{s}": p for m, by in scored.items() for s, p in by.items()},
+                            **{f"y_{s}": labels.encode(rs) for s, rs in rows.items()}, labels=np.array(labels.ids))
+    return scored, rows, labels
+
+
 def predictions(cfg: Any, dirs: dict[str, Path], probs_file: Path | None = None,
                 ) -> tuple[dict[str, list[str]], list[str], dict[str, str]]:
     """Every model's test predictions, and those of the ensemble's combiner over each pair of `PAIRS` (chosen on
     validation, as the ensemble's): what each extra member adds. Also the truth and the pairs' combiners. With
     `probs_file`, every model's validation and test probabilities and both splits' labels are saved there."""
-    from pipeline.data import load_split
     from pipeline.ensemble import choose
-    from pipeline.scoring import load_scorer
 
-    rows = {s: load_split(cfg, s) for s in ("validation", "test")}
-    scored, pred, combiners = {}, {}, {}
-    for model, directory in dirs.items():
-        scorer = load_scorer(directory)
-        labels = scorer.labels
-        scored[model] = {s: scorer.score([r["text"] for r in rs])[0] for s, rs in rows.items()}
-        pred[model] = [labels.ids[i] for i in scored[model]["test"].argmax(axis=1)]
+    scored, rows, labels = scored_splits(cfg, dirs, probs_file)
+    pred = {m: [labels.ids[i] for i in by["test"].argmax(axis=1)] for m, by in scored.items()}
+    combiners = {}
     for name, pair in PAIRS.items():
         combiner, _, _ = choose([scored[m]["validation"] for m in pair], labels.encode(rows["validation"]),
                                 len(labels), cfg.train.seed)
         pred[name] = [labels.ids[i] for i in combiner.logits([scored[m]["test"] for m in pair]).argmax(axis=1)]
         combiners[name] = combiner.describe(list(pair))
-    if probs_file is not None:
-        np.savez_compressed(probs_file, **{f"{m}_{s}": p for m, by in scored.items() for s, p in by.items()},
-                            **{f"y_{s}": labels.encode(rs) for s, rs in rows.items()}, labels=np.array(labels.ids))
     return pred, [r["label"] for r in rows["test"]], combiners
 
 

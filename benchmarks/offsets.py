@@ -87,12 +87,12 @@ def transfer_sets(variant: str) -> list[dict[str, Any]]:
 def fixed_sets(variant: str) -> list[dict[str, Any]]:
     """The fixed split's baseline and each seed's fine-tune (seeds.py --backbone), scored on validation and test;
     cached per seed in work/offsets/. Models of another split than the current one are skipped."""
+    from cv_recipe import scored_splits
     from recipe import CONFIGS
 
     from pipeline.artifacts import FIT_SPLITS, read_info
     from pipeline.config import load_config
-    from pipeline.data import load_split, prepare, splits_sha256
-    from pipeline.scoring import load_scorer
+    from pipeline.data import prepare, splits_sha256
 
     seeds_file = RESULTS / f"security-seeds-{variant}.json"
     if not seeds_file.is_file():
@@ -100,14 +100,8 @@ def fixed_sets(variant: str) -> list[dict[str, Any]]:
     cfg = load_config(CONFIGS)
     prepare(cfg)
     digest = splits_sha256(cfg, FIT_SPLITS)
-    rows = {s: load_split(cfg, s) for s in ("validation", "test")}
     base_dir = ROOT / "models" / "security-news-tfidf-logreg"
-
-    def probabilities(directory: Path) -> tuple[Any, dict[str, np.ndarray]]:
-        scorer = load_scorer(directory)
-        return scorer.labels, {s: scorer.score([r["text"] for r in rs])[0] for s, rs in rows.items()}
-
-    sets, baseline = [], None  # the baseline is the same for every seed: scored once
+    sets = []
     for seed in json.loads(seeds_file.read_text())["seeds"]:
         cache = WORK / "offsets" / f"fixed-{variant}-seed{seed}.npz"
         tuned = ROOT / "models" / f"security-news-{variant}-seed{seed}"
@@ -115,12 +109,8 @@ def fixed_sets(variant: str) -> list[dict[str, Any]]:
             if not all(d.is_dir() and read_info(d).get("fit_sha256") == digest for d in (base_dir, tuned)):
                 print(f"fixed split, seed {seed}: {tuned.name} or the baseline is absent or of another split; skipped")
                 continue
-            baseline = baseline or probabilities(base_dir)[1]
-            labels, fine_tuned = probabilities(tuned)
             cache.parent.mkdir(parents=True, exist_ok=True)
-            members = {"baseline": baseline, "fine_tuned": fine_tuned}
-            np.savez_compressed(cache, **{f"{m}_{s}": p for m, by in members.items() for s, p in by.items()},
-                                **{f"y_{s}": labels.encode(rs) for s, rs in rows.items()}, labels=np.array(labels.ids))
+            scored_splits(cfg, {"baseline": base_dir, "fine_tuned": tuned}, cache)  # the baseline again: seconds
         sets.append({"name": f"seed {seed}", **np.load(cache)})
     return sets
 
