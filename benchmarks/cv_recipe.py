@@ -269,8 +269,9 @@ def scored_splits(cfg: Any, dirs: dict[str, Path], probs_file: Path | None = Non
 def predictions(cfg: Any, dirs: dict[str, Path], probs_file: Path | None = None,
                 ) -> tuple[dict[str, list[str]], list[str], dict[str, str]]:
     """Every model's test predictions, and those of the ensemble's combiner over each pair of `PAIRS` (chosen on
-    validation, as the ensemble's): what each extra member adds. Also the truth and the pairs' combiners. With
-    `probs_file`, every model's validation and test probabilities and both splits' labels are saved there."""
+    validation with the recipe's label offsets, as the ensemble's): what each extra member adds. Also the truth and
+    the pairs' combiners. With `probs_file`, every model's validation and test probabilities and both splits' labels
+    are saved there."""
     from pipeline.ensemble import choose
 
     scored, rows, labels = scored_splits(cfg, dirs, probs_file)
@@ -278,7 +279,7 @@ def predictions(cfg: Any, dirs: dict[str, Path], probs_file: Path | None = None,
     combiners = {}
     for name, pair in PAIRS.items():
         combiner, _, _ = choose([scored[m]["validation"] for m in pair], labels.encode(rows["validation"]),
-                                len(labels), cfg.train.seed)
+                                len(labels), cfg.train.seed, offsets=cfg.train.ensemble_offsets)
         pred[name] = [labels.ids[i] for i in combiner.logits([scored[m]["test"] for m in pair]).argmax(axis=1)]
         combiners[name] = combiner.describe(list(pair))
     return pred, [r["label"] for r in rows["test"]], combiners
@@ -400,15 +401,18 @@ def corpus_digest() -> str:
 
 def plain_by_fold(folds: list[dict[str, Any]], summary_file: Path, rows: int) -> dict[str, Any]:
     """Where the plain recipe's fold records are not kept (its folds ran before records were), the variant against
-    the plain recipe's per-fold macro-F1 from its summary of the same partition, recipe version and corpus size:
-    means by fold over the same folds, without a paired test (that needs both predictions of each article)."""
+    the plain recipe's per-fold macro-F1 from its summary of the same partition and corpus size: means by fold over
+    the same folds, without a paired test (that needs both predictions of each article). The plain summary's recipe
+    version is named (`plain_recipe`) where it is not the current one: its fine-tune is the same, its ensemble may
+    not be."""
     from recipe import VERSION
 
     plain = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    if plain.get("recipe") != VERSION or plain.get("rows") != rows or len(plain.get("folds", [])) != FOLDS:
+    if plain.get("rows") != rows or len(plain.get("folds", [])) != FOLDS:
         return {}
     same = [f for f in folds if f["fold"] in plain["folds"]]
-    out: dict[str, Any] = {"folds": [f["fold"] for f in same], "plain_from": summary_file.name}
+    out: dict[str, Any] = {"folds": [f["fold"] for f in same], "plain_from": summary_file.name} \
+        | ({} if plain.get("recipe") == VERSION else {"plain_recipe": plain.get("recipe")})
     for m in PLAIN_MODELS:
         by_fold = dict(zip(plain["folds"], plain[m]["macro_f1_folds"], strict=True))
         out[m] = {"macro_f1_mean": round(float(np.mean([macro_f1(f["truth"], f["pred"][m]) for f in same])), 4),

@@ -1,7 +1,8 @@
 """The real-data recipe on split files a benchmark wrote: the TF-IDF baseline, the e5-small fine-tune (CPU settings,
-4 epochs) and their ensemble (the unweighted mean of the subset with the best calibrated log-loss on validation),
-each trained and logged to MLflow like any run; beside them, for comparison, a TF-IDF model of the title and lead
-(`baseline.lead_words`, what annotators label from), which measured no help as a third member. Shared by
+4 epochs) and their ensemble (each member's log-probabilities shifted by count-matched label offsets fitted on
+validation, configs/exp/security_news.yaml; then the unweighted mean of the subset with the best calibrated log-loss
+on validation), each trained and logged to MLflow like any run; beside them, for comparison, a TF-IDF model of the
+title and lead (`baseline.lead_words`, what annotators label from), which measured no help as a third member. Shared by
 cv_recipe.py (one fold) and transfer.py (one left-out source), so both measure the same recipe. A run finished on
 the same splits with the same settings is reused, and a fine-tune that was stopped continues from its last complete
 checkpoint written with the same settings, so a stopped benchmark resumes where it stopped."""
@@ -16,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "configs/base.yaml", ROOT / "configs/exp/security_news.yaml"]
 E5 = [ROOT / "configs/exp/e5_small.yaml", ROOT / "configs/exp/cpu.yaml"]
 LEAD_WORDS = 80  # the title and the first sentences: what the annotators read (../shared/data/README.md)
-VERSION = "4: baseline + e5-small, unweighted mean of the subset best on validation log-loss; lead-80 TF-IDF beside"
+VERSION = ("5: baseline + e5-small, count-matched label offsets on each, unweighted mean of the subset best on "
+           "validation log-loss; lead-80 TF-IDF beside")
 
 
 def finished(cfg: Any, kind: str) -> Any | None:

@@ -280,7 +280,7 @@ def variant_table(r: dict) -> str:
                 f"{b['backbone']}{flag}`; {folds}; e5-small pretrained once on {b['articles']} unlabelled "
                 f"articles{' of ANT ' + ' and '.join(source['sections']) if source.get('sections') else ''} "
                 f"({b['steps']} steps; {copies} of security-corpus articles left out), "
-                "then the recipe on every fold")
+                f"then {recipe_name(r.get('recipe')) or 'the recipe'} on every fold")
     lines = [f"{head}; against the plain recipe on the same articles)", "",
              "| model | plain, mean by fold | pretrained, mean by fold | pretrained − plain, pooled [95% CI] "
              "(p bootstrap, McNemar) | pretrained − baseline, pooled |", "|---|---:|---:|---:|---:|"]
@@ -299,8 +299,10 @@ def variant_table(r: dict) -> str:
     if r.get("by_label_confidence"):
         lines.append(confidence_table(r))
     if a.get("plain_from"):
-        lines.append(f"\nThe plain recipe's figures are its per-fold macro-F1 in `{a['plain_from']}`: its folds ran "
-                     "before fold records were kept, so there is no paired test against it.")
+        older = recipe_name(a.get("plain_recipe"))
+        lines.append(f"\nThe plain recipe's figures are its per-fold macro-F1 in `{a['plain_from']}`"
+                     f"{f' ({older}: its fine-tune is the same, its ensemble is {older})' if older else ''}: its "
+                     "folds ran before fold records were kept, so there is no paired test against it.")
     return "\n".join(lines)
 
 

@@ -325,7 +325,8 @@ def test_transfer_pools_the_left_out_sources_and_leaves_out_stale_predictions(tm
     table = report.transfer_table({"rows": 150, "sources": rows, "pooled": pool})
     last = [line for line in table.splitlines() if line.startswith("| ")][-1]
     assert last.startswith(f"| all 2 pooled | 150 | {pool['baseline']['pooled_macro_f1']:.3f} [")
-    assert last.endswith(f"({report.bare_p(vs['p_bootstrap'])}, {report.bare_p(vs['p_mcnemar'])}) | recipe 4 |")
+    assert last.endswith(f"({report.bare_p(vs['p_bootstrap'])}, {report.bare_p(vs['p_mcnemar'])}) | "
+                         f"{report.recipe_name(VERSION)} |")
     assert "pools the 150 articles of BBC, Jawhara FM" in table and "Per label, ensemble (baseline): a " in table
 
     r2["ensemble"]["macro_f1"] += 0.05  # the row was re-run since its predictions were kept
@@ -523,8 +524,10 @@ def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_i
     assert out["ensemble"] == {"macro_f1_mean": 1.0, "plain_macro_f1_mean": 0.7, "vs_plain": None}
     assert out["fine_tuned"]["plain_macro_f1_mean"] == 0.3  # folds 1 and 3 of the plain recipe, not all five
     assert cv.plain_by_fold(variant, path, 51) == {}  # another corpus
-    path.write_text(json.dumps({**plain, "recipe": "3"}))
-    assert cv.plain_by_fold(variant, path, 50) == {}  # another recipe version
+    assert "plain_recipe" not in out
+    path.write_text(json.dumps({**plain, "recipe": "3: an older ensemble"}))
+    older = cv.plain_by_fold(variant, path, 50)  # another recipe version: compared, and named
+    assert older == {**out, "plain_recipe": "3: an older ensemble"}
     assert cv.plain_by_fold(variant, tmp_path / "absent.json", 50) == {}
     pooled = {"pooled_per_class_f1": {"a": 0.9, "b": 0.45},
               "pooled_intervals": {"per_class_f1": {"a": [0.8, 0.95], "b": [0.3, 0.6]}}}
@@ -534,7 +537,10 @@ def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_i
     assert "pooled over these folds (20 articles): a 0.90 [0.80, 0.95]; b 0.45 [0.30, 0.60]." in table
     row = next(line for line in table.splitlines() if line.startswith("| ensemble"))
     assert row == "| ensemble (baseline + e5-small) | 0.700 | 1.000 |  |  |"
-    assert "per-fold macro-F1 in `security-cv.json`" in table and "no paired test against it" in table
+    assert "per-fold macro-F1 in `security-cv.json`: its folds" in table and "no paired test against it" in table
+    table = report.variant_table({"against_plain": older, "fold_seed": 42, "k": 5, "rows": 20, "pretrain": [
+        {"backbone": "models/pretrained/dapt", "articles": 3999, "steps": 250, "left_out": {"articles": 1}}]})
+    assert "in `security-cv.json` (recipe 3: its fine-tune is the same, its ensemble is recipe 3)" in table
     assert "| TF-IDF baseline" not in table  # no baseline figures given
     out["folds"] = [0, 1, 2, 3, 4]
     table = report.variant_table({"against_plain": out, "fold_seed": 42, "k": 5, "rows": 20,
