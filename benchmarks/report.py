@@ -300,8 +300,8 @@ def variant_table(r: dict) -> str:
         lines.append(confidence_table(r))
     if a.get("plain_from"):
         older = recipe_name(a.get("plain_recipe"))
-        lines.append(f"\nThe plain recipe's figures are its per-fold macro-F1 in `{a['plain_from']}`"
-                     f"{f' ({older}: its fine-tune is the same, its ensemble is {older})' if older else ''}: its "
+        which = f", of {older} (its fine-tune is the same as this one, its ensemble is {older}'s)" if older else ""
+        lines.append(f"\nThe plain recipe's figures are its per-fold macro-F1 in `{a['plain_from']}`{which}: its "
                      "folds ran before fold records were kept, so there is no paired test against it.")
     return "\n".join(lines)
 

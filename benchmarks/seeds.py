@@ -58,19 +58,23 @@ def figures(run: Any, with_combiner: bool = False) -> dict[str, Any]:
 
 def mean_of_members(cfg: Any, members: list[Path]) -> dict[str, Any]:
     """What the validation choice cost or saved: the unweighted mean of every member's log-probabilities (the
-    recipe's combiner with no subset chosen), its validation and test macro-F1 and its test against the baseline;
-    and how steadily each criterion tells the candidates apart on validation (`criteria`)."""
+    recipe's combiner with no subset chosen; with `train.ensemble_offsets: count_match`, of the members shifted by
+    their offsets fitted on validation, as the recipe's), its validation and test macro-F1 and its test against the
+    baseline; and how steadily each criterion tells the candidates apart on validation (`criteria`)."""
     from pipeline.baseline import against_baseline
     from pipeline.data import load_split
     from pipeline.labels import load_labels
     from pipeline.scoring import load_scorer
-    from pipeline.stack import Combiner
+    from pipeline.stack import Combiner, count_offsets, shifted
     from pipeline.uncertainty import macro_f1
 
     labels = load_labels(cfg.labels)
     rows = {s: load_split(cfg, s) for s in ("validation", "test")}
     scorers = [load_scorer(m) for m in members]
     probs = {s: [m.score([r["text"] for r in rs])[0] for m in scorers] for s, rs in rows.items()}
+    if cfg.train.ensemble_offsets == "count_match":
+        offsets = [count_offsets(p, labels.encode(rows["validation"])).tolist() for p in probs["validation"]]
+        probs = {s: shifted(p, offsets) for s, p in probs.items()}
     mean = Combiner("weights", weights=[1 / len(members)] * len(members))
     logits = {s: mean.logits(p) for s, p in probs.items()}
     out = {f"{s}_macro_f1": round(float(macro_f1(labels.encode(rows[s]), lg.argmax(axis=1), len(labels))), 4)

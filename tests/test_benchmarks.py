@@ -540,7 +540,8 @@ def test_cv_variant_without_the_plain_recipes_records_is_compared_by_fold_with_i
     assert "per-fold macro-F1 in `security-cv.json`: its folds" in table and "no paired test against it" in table
     table = report.variant_table({"against_plain": older, "fold_seed": 42, "k": 5, "rows": 20, "pretrain": [
         {"backbone": "models/pretrained/dapt", "articles": 3999, "steps": 250, "left_out": {"articles": 1}}]})
-    assert "in `security-cv.json` (recipe 3: its fine-tune is the same, its ensemble is recipe 3)" in table
+    assert "in `security-cv.json`, of recipe 3 (its fine-tune is the same as this one, its ensemble is recipe 3's)" \
+        in table
     assert "| TF-IDF baseline" not in table  # no baseline figures given
     out["folds"] = [0, 1, 2, 3, 4]
     table = report.variant_table({"against_plain": out, "fold_seed": 42, "k": 5, "rows": 20,
@@ -687,3 +688,52 @@ def test_offsets_benchmark_recombines_the_kept_probabilities_both_ways(tmp_path,
     assert "offsets matched" in row["count_match_combiner"] and "offsets" not in row["none_combiner"]
     table = _module("report").offsets_table({"variant": "dapt", "cv": r, "fixed": [r]})
     assert "| cross-validation folds | 200 |" in table and "| fixed split, fold 0 |" in table
+
+
+def test_seeds_mean_of_members_shifts_the_members_as_the_recipe_does(monkeypatch):
+    seeds = _module("seeds")
+    import recipe
+
+    import pipeline.baseline
+    import pipeline.data
+    import pipeline.scoring
+    from pipeline.config import load_config
+    from pipeline.labels import load_labels
+    from pipeline.stack import count_offsets, shifted
+
+    cfg = load_config(recipe.CONFIGS)
+    assert cfg.train.ensemble_offsets == "count_match"  # the recipe's
+    labels = load_labels(cfg.labels)
+    n = len(labels)
+    y = np.repeat(np.arange(n), 12)
+    rows = {s: [{"text": f"{s} {i}", "label": labels.ids[k]} for i, k in enumerate(y)] for s in ("validation", "test")}
+    rng = np.random.default_rng(3)
+
+    def shy() -> np.ndarray:  # right more often than not, but label 2 a tenth as likely as it should be
+        p = rng.dirichlet(np.ones(n), len(y)) + 2.0 * np.eye(n)[y] * (rng.random(len(y)) < 0.7)[:, None]
+        p[:, 2] *= 0.1
+        return p / p.sum(axis=1, keepdims=True)
+
+    probs = {s: [shy(), shy()] for s in rows}
+
+    class Scorer:
+        def __init__(self, i):
+            self.i = i
+
+        def score(self, texts):
+            return probs[texts[0].split()[0]][self.i], np.zeros(len(texts), dtype=int)
+
+    seen = {}
+    monkeypatch.setattr(pipeline.data, "load_split", lambda cfg, s: rows[s])
+    monkeypatch.setattr(pipeline.scoring, "load_scorer", lambda m: Scorer(int(str(m))))
+    monkeypatch.setattr(pipeline.baseline, "against_baseline", lambda cfg, r, lg: seen.setdefault(
+        cfg.train.ensemble_offsets, lg))
+    out = seeds.mean_of_members(cfg, [0, 1])
+    plain_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ensemble_offsets": "none"})})
+    plain = seeds.mean_of_members(plain_cfg, [0, 1])
+    offsets = [count_offsets(p, y) for p in probs["validation"]]
+    expected = Combiner("weights", weights=[0.5, 0.5]).logits(shifted(probs["test"], offsets))
+    np.testing.assert_allclose(seen["count_match"], expected)  # offsets fitted on validation, applied to test
+    np.testing.assert_allclose(seen["none"], Combiner("weights", weights=[0.5, 0.5]).logits(probs["test"]))
+    assert (seen["count_match"].argmax(axis=1) == 2).sum() > (seen["none"].argmax(axis=1) == 2).sum()
+    assert out["validation_macro_f1"] > plain["validation_macro_f1"]
