@@ -90,9 +90,10 @@ def criterion_stability(probs: list[np.ndarray], mean: np.ndarray, y: np.ndarray
     probabilities `probs`, or the mean of all, with its logits `mean`) each of the ensemble's criteria picks, and the
     mean's gain over the best member alone, mean and sd."""
     from pipeline.ensemble import CRITERIA, rank_key
+    from pipeline.stack import log_probs
 
     names = [f"member {i}" for i in range(len(probs))] + ["mean"]
-    cands = [np.log(np.clip(p, 1e-9, 1)) for p in probs] + [mean]
+    cands = [log_probs(p) for p in probs] + [mean]
     rng = np.random.default_rng(0)
     picks: dict[str, list[str]] = {c: [] for c in CRITERIA}
     gains: dict[str, list[float]] = {c: [] for c in CRITERIA}

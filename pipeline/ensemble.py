@@ -40,7 +40,7 @@ from pipeline.labels import LabelMap, load_labels
 from pipeline.metrics import calibrated_metrics, fit_temperature, softmax
 from pipeline.runs import RunResult, finish_run
 from pipeline.scoring import load_scorer
-from pipeline.stack import Combiner, count_offsets, features, save_combiner, shifted
+from pipeline.stack import Combiner, count_offsets, features, log_probs, save_combiner, shifted
 from pipeline.tracking import Tracker, run_tags
 from pipeline.uncertainty import macro_f1
 
@@ -159,7 +159,7 @@ def _choose(probs: list[np.ndarray], y: np.ndarray, n_labels: int, seed: int, me
     best: tuple[float, Combiner | None, np.ndarray | None, tuple[str, Any], dict] = (-np.inf, None, None, ("", None),
                                                                                      {})
     for i, p in enumerate(probs):
-        logits = np.log(np.clip(p, 1e-9, 1))
+        logits = log_probs(p)
         key, line = _scored(f"member {i}", logits, y, n_labels, criterion)
         scores.append(line)
         if key > best[0]:

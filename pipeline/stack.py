@@ -20,16 +20,21 @@ from pipeline.errors import ModelError
 from pipeline.metrics import softmax
 
 
+def log_probs(probs: np.ndarray) -> np.ndarray:
+    """A member's log-probabilities, a probability of 0 read as 1e-9: what every combiner adds up."""
+    return np.log(np.clip(probs, 1e-9, 1.0))
+
+
 def features(member_probs: list[np.ndarray]) -> np.ndarray:
     """The stack's input: every member's log-probabilities side by side."""
-    return np.concatenate([np.log(np.clip(p, 1e-9, 1.0)) for p in member_probs], axis=1)
+    return np.concatenate([log_probs(p) for p in member_probs], axis=1)
 
 
 def count_offsets(probs: np.ndarray, y: np.ndarray, iterations: int = 300) -> np.ndarray:
     """Per-label offsets to add to a model's log-probabilities so that its argmax predicts every label about as
     often as `y` holds it (a multiplicative step towards each label's count, shrinking; centred; deterministic)."""
     n_labels = probs.shape[1]
-    logp, target, offsets = np.log(np.clip(probs, 1e-9, 1.0)), np.bincount(y, minlength=n_labels), np.zeros(n_labels)
+    logp, target, offsets = log_probs(probs), np.bincount(y, minlength=n_labels), np.zeros(n_labels)
     for t in range(iterations):
         counts = np.bincount((logp + offsets).argmax(axis=1), minlength=n_labels)
         offsets += 0.5 / (1 + t / 30) * (np.log(target + 1) - np.log(counts + 1))
@@ -41,7 +46,7 @@ def shifted(member_probs: list[np.ndarray], offsets: list[list[float]] | None) -
     """The members' probabilities with their per-label offsets added to the log-probabilities (none: as they are)."""
     if not offsets:
         return member_probs
-    return [softmax(np.log(np.clip(p, 1e-9, 1.0)) + np.asarray(b)) for p, b in zip(member_probs, offsets, strict=True)]
+    return [softmax(log_probs(p) + np.asarray(b)) for p, b in zip(member_probs, offsets, strict=True)]
 
 
 @dataclass
@@ -58,9 +63,9 @@ class Combiner:
         """Logits over the label set (the ensemble's temperature is applied by the caller)."""
         member_probs = shifted(member_probs, getattr(self, "offsets", None))  # combiners saved before offsets: none
         if self.method == "member":
-            return np.log(np.clip(member_probs[self.member], 1e-9, 1.0))
+            return log_probs(member_probs[self.member])
         if self.method == "weights":
-            return sum(w * np.log(np.clip(p, 1e-9, 1.0)) for w, p in zip(self.weights, member_probs, strict=True))
+            return sum(w * log_probs(p) for w, p in zip(self.weights, member_probs, strict=True))
         n_labels = member_probs[0].shape[1]
         out = np.full((len(member_probs[0]), n_labels), -30.0)
         out[:, self.model.classes_] = self.model.predict_log_proba(features(member_probs))
