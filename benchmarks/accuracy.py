@@ -133,11 +133,11 @@ def main() -> None:
 def recipe(overrides: list[str], fine_tune: bool) -> dict[str, Any]:
     """recipe.py's models on the config's own split (the baseline is the one just trained): their test figures,
     each compared with the baseline on the same articles; the ensemble's combiner."""
-    from recipe import run_recipe
+    from recipe import VERSION, run_recipe
 
     from pipeline.artifacts import read_model_config
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"recipe": VERSION}
 
     def report(kind: str, run: Any) -> None:
         if kind == "baseline":

@@ -21,7 +21,7 @@ def accuracy_table(name: str, r: dict) -> str:
         note = f" (trained on {tuned['subset']} articles)" if tuned.get("subset") else ""
         rows.append((f"e5-small fine-tuned, CPU{note}", tuned))
     if "ensemble" in r:
-        rows.append(("ensemble (the recipe: baseline + e5-small)", r["ensemble"]))
+        rows.append((f"ensemble ({recipe_name(r.get('recipe')) or 'the recipe'}: baseline + e5-small)", r["ensemble"]))
     labels = list(rows[0][1]["per_class_f1"])
     head = "| model | accuracy | macro-F1 | weighted-F1 | ECE | " + " | ".join(labels) + " |"
     lines = [f"**{name}** (test split of {sum(r['data_report']['label_counts']['test'].values())} articles"

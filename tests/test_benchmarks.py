@@ -151,6 +151,9 @@ def test_tables_show_intervals_and_the_transfer_table_lists_every_source():
         "recipe: baseline + e5-small) +0.030 [0.010, 0.050] (paired bootstrap p < 0.001, McNemar p = 0.100)." in recipe
     assert "combiner, chosen on validation: unweighted mean of log-probabilities: b, e." in recipe
     assert "e5; 10 min of training" in recipe
+    named = report.accuracy_table("Security", {"baseline": base, "data_report": {"label_counts": {"test": {"a": 263}}},
+                                               "ensemble": base, "recipe": "5: baseline + e5-small, offsets"})
+    assert "| ensemble (recipe 5: baseline + e5-small) |" in named  # the recipe version it ran, when recorded
 
 
 def test_recipe_cross_validation_pools_folds_and_tests_against_the_baseline():
