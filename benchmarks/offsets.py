@@ -9,7 +9,8 @@ validation holds it, then combines them as before. This script recombines the me
 probabilities both ways with the pipeline's own `ensemble.choose`, so the figures are those `pipeline ensemble`
 gives with and without the option on the same members:
 
-- the recipe's cross-validation folds (cv_recipe.py's work folder: probs-fold-K.npz),
+- the recipe's cross-validation folds (cv_recipe.py's work folder: probs-fold-K.npz), on the seed-42 partition and
+  on each other partition run with the backbone (`--fold-seed S`: its folds so far),
 - the left-out sources (transfer.py's work folder: SOURCE/probs.npz),
 - the fixed split: the baseline and each seed's fine-tune of seeds.py, scored on validation and test (about 5 min
   a model on 2 cores; cached in work/offsets/), when their model directories are of the current split.
@@ -72,10 +73,18 @@ def recombined(sets: list[dict[str, np.ndarray]], labels: list[str]) -> dict[str
             "predicted": predicted} | out
 
 
-def cv_sets(variant: str) -> list[dict[str, Any]]:
-    """The recipe's folds' kept probabilities (cv_recipe.py --backbone: work/cv/NAME/probs-fold-K.npz)."""
+def cv_sets(variant: str, seed: int = 42) -> list[dict[str, Any]]:
+    """The recipe's folds' kept probabilities on one partition (cv_recipe.py --backbone [--fold-seed S]:
+    work/cv/[seed-S/]NAME/probs-fold-K.npz)."""
+    base = WORK / "cv" if seed == 42 else WORK / "cv" / f"seed-{seed}"
     return [{"name": f"fold {p.stem.rsplit('-', 1)[1]}", **np.load(p)}
-            for p in sorted((WORK / "cv" / variant).glob("probs-fold-*.npz"))]
+            for p in sorted((base / variant).glob("probs-fold-*.npz"))]
+
+
+def other_partitions(variant: str) -> list[int]:
+    """The fold seeds other than 42 whose folds of this variant kept probabilities."""
+    return sorted(int(d.name.removeprefix("seed-")) for d in (WORK / "cv").glob("seed-*")
+                  if d.name.removeprefix("seed-").isdigit() and cv_sets(variant, int(d.name.removeprefix("seed-"))))
 
 
 def transfer_sets(variant: str) -> list[dict[str, Any]]:
@@ -126,18 +135,20 @@ def main() -> None:
             print(f"{name}: no kept probabilities in {WORK / name / variant}; skipped")
             continue
         out[name] = recombined(sets, [str(x) for x in sets[0]["labels"]])
+    # a replication on another partition: recipe 5's offsets were fixed before its folds were scored
+    out["cv_partitions"] = [{"fold_seed": seed} | recombined(sets, [str(x) for x in sets[0]["labels"]])
+                            for seed in other_partitions(variant) if (sets := cv_sets(variant, seed))]
     # the fixed split's seeds share the baseline and the test articles: each seed is its own comparison
     fixed = fixed_sets(variant)
     if fixed:
         out["fixed"] = [recombined([s], [str(x) for x in s["labels"]]) for s in fixed]
-    for name in ("cv", "transfer"):
-        if name in out:
-            r = out[name]
-            print(f"{name} ({r['rows']} articles): baseline {r['baseline']['pooled_macro_f1']:.3f}, ensemble "
-                  f"{r['none']['pooled_macro_f1']:.3f}, with offsets {r['count_match']['pooled_macro_f1']:.3f} "
-                  f"(vs plain ensemble {r['count_match']['vs_none']['macro_f1_diff']:+.3f} "
-                  f"{r['count_match']['vs_none']['macro_f1_diff_interval']}, "
-                  f"p {r['count_match']['vs_none']['p_bootstrap']:.3f})")
+    pooled = [(n, out[n]) for n in ("cv", "transfer") if n in out]
+    for name, r in pooled + [(f"cv, fold seed {p['fold_seed']}", p) for p in out["cv_partitions"]]:
+        print(f"{name} ({r['rows']} articles): baseline {r['baseline']['pooled_macro_f1']:.3f}, ensemble "
+              f"{r['none']['pooled_macro_f1']:.3f}, with offsets {r['count_match']['pooled_macro_f1']:.3f} "
+              f"(vs plain ensemble {r['count_match']['vs_none']['macro_f1_diff']:+.3f} "
+              f"{r['count_match']['vs_none']['macro_f1_diff_interval']}, "
+              f"p {r['count_match']['vs_none']['p_bootstrap']:.3f})")
     for r in out.get("fixed", []):
         low = {k: min(r[k]["pooled_per_class_f1"].values()) for k in ("none", "count_match")}
         print(f"fixed split, {r['sets'][0]['name']}: ensemble {r['none']['pooled_macro_f1']:.3f} (lowest label "

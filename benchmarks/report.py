@@ -331,9 +331,11 @@ def confidence_table(r: dict) -> str:
 
 def offsets_table(r: dict) -> str:
     """The recipe's ensemble with and without count-matched label offsets, recombined from kept probabilities."""
-    rows = [("cross-validation folds", r.get("cv")),
-            (f"left-out sources ({', '.join(s['name'] for s in r['transfer']['sets'])})" if r.get("transfer") else "",
-             r.get("transfer"))]
+    rows = [("cross-validation folds", r.get("cv"))]
+    rows += [(f"cross-validation, folds drawn with seed {p['fold_seed']} ({', '.join(s['name'] for s in p['sets'])}"
+              " so far)", p) for p in r.get("cv_partitions", [])]
+    rows += [(f"left-out sources ({', '.join(s['name'] for s in r['transfer']['sets'])})" if r.get("transfer") else "",
+              r.get("transfer"))]
     rows += [(f"fixed split, {f['sets'][0]['name']}", f) for f in r.get("fixed", [])]
     lines = [f"**Label offsets on the ensemble's members** (`train.ensemble_offsets: count_match`; `python "
              f"benchmarks/offsets.py --backbone models/pretrained/{r['variant']}`: the same members' kept "

@@ -689,8 +689,20 @@ def test_offsets_benchmark_recombines_the_kept_probabilities_both_ways(tmp_path,
     row = r["sets"][0]
     assert set(row["label_offsets"]) == {"baseline", "fine_tuned"} and row["label_offsets"]["baseline"][2] > 0
     assert "offsets matched" in row["count_match_combiner"] and "offsets" not in row["none_combiner"]
-    table = _module("report").offsets_table({"variant": "dapt", "cv": r, "fixed": [r]})
+    assert offsets.other_partitions("dapt") == []
+    (tmp_path / "cv" / "seed-7" / "dapt").mkdir(parents=True)
+    (tmp_path / "cv" / "seed-7" / "plain").mkdir(parents=True)  # another variant's partition is not this one's
+    np.savez(tmp_path / "cv" / "seed-7" / "plain" / "probs-fold-0.npz", labels=np.array(["a"]))
+    assert offsets.other_partitions("dapt") == []
+    for k in (0, 3):  # a partition with folds 0 and 3 so far
+        (tmp_path / "cv" / "seed-7" / "dapt" / f"probs-fold-{k}.npz").write_bytes(
+            (tmp_path / "cv" / "dapt" / "probs-fold-0.npz").read_bytes())
+    assert offsets.other_partitions("dapt") == [7]
+    assert [s["name"] for s in offsets.cv_sets("dapt", 7)] == ["fold 0", "fold 3"]
+    table = _module("report").offsets_table({"variant": "dapt", "cv": r, "fixed": [r],
+                                             "cv_partitions": [{"fold_seed": 7} | r]})
     assert "| cross-validation folds | 200 |" in table and "| fixed split, fold 0 |" in table
+    assert "| cross-validation, folds drawn with seed 7 (fold 0, fold 1 so far) | 200 |" in table
 
 
 def test_seeds_mean_of_members_shifts_the_members_as_the_recipe_does(monkeypatch):
