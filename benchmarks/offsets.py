@@ -73,18 +73,26 @@ def recombined(sets: list[dict[str, np.ndarray]], labels: list[str]) -> dict[str
             "predicted": predicted} | out
 
 
-def cv_sets(variant: str, seed: int = 42) -> list[dict[str, Any]]:
-    """The recipe's folds' kept probabilities on one partition (cv_recipe.py --backbone [--fold-seed S]:
-    work/cv/[seed-S/]NAME/probs-fold-K.npz)."""
-    base = WORK / "cv" if seed == 42 else WORK / "cv" / f"seed-{seed}"
-    return [{"name": f"fold {p.stem.rsplit('-', 1)[1]}", **np.load(p)}
-            for p in sorted((base / variant).glob("probs-fold-*.npz"))]
+def fold_files(variant: str, seed: int | None = None) -> list[Path]:
+    """One partition's kept fold probabilities (cv_recipe.py --backbone [--fold-seed S]: probs-fold-K.npz in the
+    partition's work folder, `cv_recipe.work_dir`)."""
+    from cv_recipe import SEED as FIRST_PARTITION
+    from cv_recipe import work_dir
+
+    return sorted(work_dir(FIRST_PARTITION if seed is None else seed, variant).glob("probs-fold-*.npz"))
+
+
+def cv_sets(variant: str, seed: int | None = None) -> list[dict[str, Any]]:
+    """The recipe's folds' kept probabilities on one partition (seed 42's by default)."""
+    return [{"name": f"fold {p.stem.rsplit('-', 1)[1]}", **np.load(p)} for p in fold_files(variant, seed)]
 
 
 def other_partitions(variant: str) -> list[int]:
     """The fold seeds other than 42 whose folds of this variant kept probabilities."""
-    return sorted(int(d.name.removeprefix("seed-")) for d in (WORK / "cv").glob("seed-*")
-                  if d.name.removeprefix("seed-").isdigit() and cv_sets(variant, int(d.name.removeprefix("seed-"))))
+    from cv_recipe import WORK as CV_WORK
+
+    seeds = (d.name.removeprefix("seed-") for d in CV_WORK.glob("seed-*"))
+    return sorted(int(s) for s in seeds if s.isdigit() and fold_files(variant, int(s)))
 
 
 def transfer_sets(variant: str) -> list[dict[str, Any]]:
@@ -137,7 +145,7 @@ def main() -> None:
         out[name] = recombined(sets, [str(x) for x in sets[0]["labels"]])
     # a replication on another partition: recipe 5's offsets were fixed before its folds were scored
     out["cv_partitions"] = [{"fold_seed": seed} | recombined(sets, [str(x) for x in sets[0]["labels"]])
-                            for seed in other_partitions(variant) if (sets := cv_sets(variant, seed))]
+                            for seed in other_partitions(variant) for sets in [cv_sets(variant, seed)]]
     # the fixed split's seeds share the baseline and the test articles: each seed is its own comparison
     fixed = fixed_sets(variant)
     if fixed:

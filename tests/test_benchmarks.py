@@ -678,6 +678,9 @@ def test_offsets_benchmark_recombines_the_kept_probabilities_both_ways(tmp_path,
                  **{f"baseline_{s}": _member_probs(y, rng, 2) for s in ("validation", "test")},
                  **{f"fine_tuned_{s}": _member_probs(y, rng) for s in ("validation", "test")})
     monkeypatch.setattr(offsets, "WORK", tmp_path)
+    import cv_recipe  # where a partition's work folder is laid out
+
+    monkeypatch.setattr(cv_recipe, "WORK", tmp_path / "cv")
     sets = offsets.cv_sets("dapt")
     assert [s["name"] for s in sets] == ["fold 0", "fold 1"] and offsets.transfer_sets("dapt") == []
     r = offsets.recombined(sets, ["a", "b", "c"])
